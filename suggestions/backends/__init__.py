@@ -1,0 +1,91 @@
+"""Backends, and how the configured slots (custom, baseline, mock) are built from settings."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..config import Settings
+from ..errors import ConfigurationError
+from ..prompts import build_baseline_messages, build_messages
+from ..retry import RetryPolicy
+from .base import Backend, BackendEvent, Completion, StreamEnd, TextDelta, complete
+from .chat import ChatBackend, chat_completions_url
+from .mock import MockBackend
+
+BACKEND_NAMES = ("custom", "baseline", "mock")
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendEvent",
+    "ChatBackend",
+    "Completion",
+    "MockBackend",
+    "StreamEnd",
+    "TextDelta",
+    "build_backend",
+    "build_backends",
+    "chat_completions_url",
+    "complete",
+]
+
+
+def build_backend(name: str, settings: Settings) -> Backend:
+    """The backend for one slot, or a ConfigurationError saying what to set."""
+    if name == "mock":
+        return MockBackend()
+    if name == "custom":
+        if settings.modal_llama_url is None:
+            if settings.is_production:
+                raise ConfigurationError(
+                    "MODAL_LLAMA_URL is not set. In production the custom model needs it: set it "
+                    "to the deployed model service's URL (and MODAL_API_KEY to its key)."
+                )
+            return MockBackend(name="custom", label="mock (MODAL_LLAMA_URL is not set)")
+        return _chat_backend(
+            "custom",
+            settings.modal_llama_url,
+            settings.modal_llama_model,
+            settings.modal_api_key.get_secret_value() if settings.modal_api_key else None,
+            "MODAL_API_KEY",
+            settings,
+        )
+    if name == "baseline":
+        if settings.baseline_url is None:
+            raise ConfigurationError(
+                "BASELINE_URL is not set: point it at an OpenAI-compatible server that serves "
+                "the baseline model (BASELINE_MODEL, with BASELINE_API_KEY if it needs a key)."
+            )
+        return _chat_backend(
+            "baseline",
+            settings.baseline_url,
+            settings.baseline_model,
+            settings.baseline_api_key.get_secret_value() if settings.baseline_api_key else None,
+            "BASELINE_API_KEY",
+            settings,
+        )
+    raise ConfigurationError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
+
+
+def build_backends(names: tuple[str, ...], settings: Settings) -> dict[str, Backend]:
+    return {name: build_backend(name, settings) for name in names}
+
+
+def _chat_backend(
+    name: str, url: str, model: str, key: str | None, key_env_var: str, settings: Settings
+) -> ChatBackend:
+    host = urlsplit(url).hostname or url
+    where = "Modal" if host.endswith("modal.run") else host
+    return ChatBackend(
+        name=name,
+        base_url=url,
+        model=model,
+        label=f"{where}: {model}",
+        api_key=key,
+        key_env_var=key_env_var,
+        build_prompt=build_messages if name == "custom" else build_baseline_messages,
+        timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+        retry=RetryPolicy(max_retries=settings.max_retries),
+    )

@@ -1,0 +1,73 @@
+"""Settings, read from environment variables (documented in `.env.example`).
+
+Nothing reads the environment at import time: callers build `Settings()` when they start, and
+tests pass values directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .contract import DEFAULT_MAX_TEXT_CHARS
+
+AppEnv = Literal["production", "development", "test"]
+HOME_ENV_VAR = "SUGGESTIONS_HOME"
+
+
+def default_home() -> Path:
+    """Where local state (the usage database) lives unless SUGGESTIONS_HOME says otherwise."""
+    return Path(platformdirs.user_data_dir("writing-suggestions", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the environment variable each comes from."""
+
+    # populate_by_name lets code and tests pass `Settings(modal_llama_url=...)`; field names are
+    # chosen so that none of them is also a common environment variable (HOME, PATH...).
+    # Empty variables count as unset, so a copied `.env.example` with blanks just works.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    app_env: AppEnv = Field(default="development", validation_alias="APP_ENV")
+
+    modal_llama_url: str | None = Field(default=None, validation_alias="MODAL_LLAMA_URL")
+    modal_api_key: SecretStr | None = Field(default=None, validation_alias="MODAL_API_KEY")
+    modal_llama_model: str = Field(default="writing-llama", validation_alias="MODAL_LLAMA_MODEL")
+
+    baseline_url: str | None = Field(default=None, validation_alias="BASELINE_URL")
+    baseline_api_key: SecretStr | None = Field(default=None, validation_alias="BASELINE_API_KEY")
+    baseline_model: str = Field(
+        default="meta-llama/Meta-Llama-3.1-8B-Instruct",
+        validation_alias="BASELINE_MODEL",
+    )
+
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, validation_alias="SUGGESTIONS_CONNECT_TIMEOUT_S"
+    )
+    read_timeout_s: float = Field(default=30.0, gt=0, validation_alias="SUGGESTIONS_READ_TIMEOUT_S")
+    max_retries: int = Field(default=2, ge=0, le=10, validation_alias="SUGGESTIONS_MAX_RETRIES")
+
+    cache_ttl_s: float = Field(default=300.0, ge=0, validation_alias="SUGGESTIONS_CACHE_TTL_S")
+    cache_max_entries: int = Field(
+        default=1024, ge=1, validation_alias="SUGGESTIONS_CACHE_MAX_ENTRIES"
+    )
+    max_text_chars: int = Field(
+        default=DEFAULT_MAX_TEXT_CHARS,
+        ge=1,
+        validation_alias="SUGGESTIONS_MAX_TEXT_CHARS",
+    )
+
+    state_dir: Path = Field(default_factory=default_home, validation_alias=HOME_ENV_VAR)
+    usage_db: Path | None = Field(default=None, validation_alias="SUGGESTIONS_USAGE_DB")
+
+    @property
+    def usage_db_path(self) -> Path:
+        return self.usage_db or self.state_dir / "usage.db"
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"

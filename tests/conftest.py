@@ -1,0 +1,35 @@
+"""Every test gets a fresh state folder and an environment without model settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from suggestions import LlamaRequest
+
+MODEL_ENV_VARS = (
+    "APP_ENV",
+    "MODAL_LLAMA_URL",
+    "MODAL_API_KEY",
+    "MODAL_LLAMA_MODEL",
+    "BASELINE_URL",
+    "BASELINE_API_KEY",
+    "BASELINE_MODEL",
+    "SUGGESTIONS_USAGE_DB",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "state"
+    for name in MODEL_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUGGESTIONS_HOME", str(home))
+    monkeypatch.chdir(tmp_path)  # so no developer's .env is picked up
+    return home
+
+
+@pytest.fixture
+def grammar_request() -> LlamaRequest:
+    return LlamaRequest(text="She go to school yesterday and buyed a books.", type="grammar")
