@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 def load_settings() -> Settings:
     """Environment variables, then a `.env` file in the working directory if there is one."""
     env_file = Path(".env")
-    return Settings(_env_file=env_file if env_file.is_file() else None)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file if env_file.is_file() else None)
 
 
 async def run_suggest(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -122,8 +122,8 @@ def format_summary(response: LlamaResponse, label: str) -> str:
     )
     estimated = " (estimated)" if response.usage.estimated else ""
     lines.append(
-        f"{response.backend} ({label}), model {response.model_id}: "
-        f"{response.latency_ms:.0f} ms{first}, "
+        f"{response.backend} = {label} | model {response.model_id} | "
+        f"{response.latency_ms:.0f} ms{first} | "
         f"{response.usage.prompt_tokens}+{response.usage.completion_tokens} tokens{estimated}"
         + (", from the session cache" if response.cached else "")
     )

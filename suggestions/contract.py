@@ -116,7 +116,9 @@ class TokenUsage(BaseModel):
 
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
-    total_tokens: int = Field(ge=0, description="prompt_tokens + completion_tokens")
+    total_tokens: int = Field(
+        default=0, ge=0, description="prompt_tokens + completion_tokens; filled in when omitted"
+    )
     estimated: bool = False
 
     @model_validator(mode="before")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 
 from .backends import build_backends
@@ -74,7 +74,7 @@ class SuggestionService:
 
     async def stream(
         self, request: LlamaRequest, *, backend: str = "custom", use_cache: bool = True
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Text deltas as they arrive, then one final `LlamaResponse`.
 
         A cache hit yields the revised text as one delta, then the cached response. Raises

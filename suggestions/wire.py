@@ -106,7 +106,9 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def delta_chunk(content: str, *, model: str, chunk_id: str, created: int | None = None) -> dict:
+def delta_chunk(
+    content: str, *, model: str, chunk_id: str, created: int | None = None
+) -> dict[str, Any]:
     return {
         "id": chunk_id,
         "object": "chat.completion.chunk",
@@ -124,7 +126,7 @@ def final_chunk(
     prompt_tokens: int,
     completion_tokens: int,
     created: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     return {
         "id": chunk_id,
         "object": "chat.completion.chunk",
@@ -142,7 +144,7 @@ def completion_body(
     model: str,
     prompt_tokens: int,
     completion_tokens: int,
-) -> dict:
+) -> dict[str, Any]:
     return {
         "id": completion_id(),
         "object": "chat.completion",
@@ -167,11 +169,11 @@ def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def error_body(message: str, *, type: str, code: str | int | None = None) -> dict:
+def error_body(message: str, *, type: str, code: str | int | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "code": code}}
 
 
-def sse_frame(data: dict | str) -> bytes:
+def sse_frame(data: dict[str, Any] | str) -> bytes:
     """One SSE event: `data: <json>` and the blank line that ends it."""
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
     return f"data: {text}\n\n".encode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -41,7 +41,7 @@ class Backend(Protocol):
     model_id: str
     label: str
 
-    def stream(self, request: LlamaRequest) -> AsyncIterator[BackendEvent]: ...
+    def stream(self, request: LlamaRequest) -> AsyncGenerator[BackendEvent, None]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
+from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -97,8 +98,8 @@ class ChatBackend:
             await self._client.aclose()
             self._client = None
 
-    async def stream(self, request: LlamaRequest) -> AsyncIterator[BackendEvent]:
-        payload: dict = {
+    async def stream(self, request: LlamaRequest) -> AsyncGenerator[BackendEvent, None]:
+        payload: dict[str, Any] = {
             "model": self.model_id,
             "messages": self._build_prompt(request),
             "max_tokens": max_output_tokens(request),
@@ -124,7 +125,7 @@ class ChatBackend:
 
     # --- Opening the response, with retries --------------------------------------------------
 
-    async def _open(self, payload: dict) -> tuple[httpx.Response, int]:
+    async def _open(self, payload: dict[str, Any]) -> tuple[httpx.Response, int]:
         client = self._get_client()
         headers = {"Accept": "text/event-stream" if self.streaming else "application/json"}
         if self._api_key:
@@ -192,7 +193,7 @@ class ChatBackend:
 
     async def _read_sse(
         self, response: httpx.Response, attempts: int
-    ) -> AsyncIterator[BackendEvent]:
+    ) -> AsyncGenerator[BackendEvent, None]:
         finish_reason: str | None = None
         usage: dict[str, int] | None = None
         model: str | None = None
@@ -222,7 +223,14 @@ class ChatBackend:
         return StreamEnd(
             model_id=fields.model or self.model_id,
             finish_reason=fields.finish_reason,
-            usage=TokenUsage(**usage) if usage else None,
+            usage=(
+                TokenUsage(
+                    prompt_tokens=usage["prompt_tokens"],
+                    completion_tokens=usage["completion_tokens"],
+                )
+                if usage
+                else None
+            ),
             attempts=attempts,
         )
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from functools import partial
 
 from ..contract import LlamaRequest, SuggestionType, TokenUsage
 from ..errors import StreamInterrupted
@@ -80,11 +81,11 @@ def revise(text: str, suggestion_type: SuggestionType) -> str:
     """Apply the rule table, keeping a capital letter where the original had one."""
     for rule in RULES:
         if suggestion_type in rule.types:
-            text = rule.pattern.sub(lambda m, r=rule: _keep_case(m, r.replacement), text)
+            text = rule.pattern.sub(partial(_keep_case, rule.replacement), text)
     return text
 
 
-def _keep_case(match: re.Match[str], replacement: str) -> str:
+def _keep_case(replacement: str, match: re.Match[str]) -> str:
     new = match.expand(replacement)
     if match.group(0)[:1].isupper() and new[:1].islower():
         return new[:1].upper() + new[1:]
@@ -113,7 +114,7 @@ class MockBackend:
         self.first_token_delay_s = first_token_delay_s
         self.fail_after = fail_after
 
-    async def stream(self, request: LlamaRequest) -> AsyncIterator[BackendEvent]:
+    async def stream(self, request: LlamaRequest) -> AsyncGenerator[BackendEvent, None]:
         words = _WORD_WITH_SPACE.findall(revise(request.text, request.type))
         if self.first_token_delay_s:
             await asyncio.sleep(self.first_token_delay_s)
