@@ -18,7 +18,13 @@ from .cache import SessionCache, cache_key
 from .config import Settings
 from .contract import LlamaRequest, LlamaResponse, TokenUsage
 from .diff import diff_suggestions
-from .errors import BackendError, BadBackendResponse, OutputTruncated, UnexpectedFailure
+from .errors import (
+    BackendError,
+    BadBackendResponse,
+    ConfigurationError,
+    OutputTruncated,
+    UnexpectedFailure,
+)
 from .prompts import build_messages, estimate_tokens, extract_revised_text
 from .usage import Outcome, UsageEvent, UsageStore
 
@@ -60,7 +66,9 @@ class SuggestionService:
             return self.backends[name]
         except KeyError:
             known = ", ".join(self.backends) or "none"
-            raise KeyError(f"no backend named {name!r} (configured: {known})") from None
+            raise ConfigurationError(
+                f"no backend named {name!r} is configured (configured: {known})"
+            ) from None
 
     async def suggest(
         self, request: LlamaRequest, *, backend: str = "custom", use_cache: bool = True
