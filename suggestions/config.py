@@ -49,6 +49,9 @@ class Settings(BaseSettings):
         default=5.0, gt=0, validation_alias="SUGGESTIONS_CONNECT_TIMEOUT_S"
     )
     read_timeout_s: float = Field(default=30.0, gt=0, validation_alias="SUGGESTIONS_READ_TIMEOUT_S")
+    total_timeout_s: float = Field(
+        default=120.0, gt=0, validation_alias="SUGGESTIONS_TOTAL_TIMEOUT_S"
+    )
     max_retries: int = Field(default=2, ge=0, le=10, validation_alias="SUGGESTIONS_MAX_RETRIES")
 
     cache_ttl_s: float = Field(default=300.0, ge=0, validation_alias="SUGGESTIONS_CACHE_TTL_S")

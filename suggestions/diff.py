@@ -2,14 +2,17 @@
 
 Text is cut into words, whitespace runs and single punctuation marks; the tokens concatenate back
 to the text exactly, which is what makes `apply_suggestions(text, diff_suggestions(text, revised))`
-return `revised` for any input.
+return `revised` for any input. The token alignment is rapidfuzz's Levenshtein (bit-parallel, in
+C): difflib's SequenceMatcher goes cubic on repetitive text ("ha ha ha" -> "ha, ha, ha") and would
+stall the event loop for minutes on a passage at the length limit.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from difflib import SequenceMatcher
+
+from rapidfuzz.distance import Levenshtein
 
 from .contract import LlamaSuggestion, SuggestionType
 
@@ -31,18 +34,15 @@ def diff_suggestions(
     """
     source, target = tokenize(original), tokenize(revised)
     offsets = _offsets(source)
-    matcher = SequenceMatcher(a=source, b=target, autojunk=False)
     spans: list[list[int]] = []  # [i1, i2, j1, j2] token ranges
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
+    for op in Levenshtein.opcodes(source, target):
+        if op.tag == "equal":
             continue
-        if spans and _only_whitespace(source[spans[-1][1] : i1]):
-            spans[-1][1], spans[-1][3] = (
-                i2,
-                j2,
-            )  # the gap is equal on both sides, so merge
+        if spans and _only_whitespace(source[spans[-1][1] : op.src_start]):
+            # the gap is whitespace, equal on both sides: one suggestion, not two
+            spans[-1][1], spans[-1][3] = op.src_end, op.dest_end
             continue
-        spans.append([i1, i2, j1, j2])
+        spans.append([op.src_start, op.src_end, op.dest_start, op.dest_end])
     return [
         LlamaSuggestion(
             original="".join(source[i1:i2]),
@@ -51,7 +51,7 @@ def diff_suggestions(
             end=offsets[i2],
             type=suggestion_type,
         )
-        for i1, i2, j1, j2 in spans
+        for i1, i2, j1, j2 in (_trim(span, source, target) for span in spans)
     ]
 
 
@@ -69,6 +69,17 @@ def apply_suggestions(original: str, suggestions: Iterable[LlamaSuggestion]) -> 
         cursor = suggestion.end
     pieces.append(original[cursor:])
     return "".join(pieces)
+
+
+def _trim(span: list[int], source: list[str], target: list[str]) -> list[int]:
+    """Drop tokens both sides share at the edges ("that " -> "because " becomes "that" ->
+    "because"), so a suggestion shows only what changes."""
+    i1, i2, j1, j2 = span
+    while i1 < i2 and j1 < j2 and source[i2 - 1] == target[j2 - 1]:
+        i2, j2 = i2 - 1, j2 - 1
+    while i1 < i2 and j1 < j2 and source[i1] == target[j1]:
+        i1, j1 = i1 + 1, j1 + 1
+    return [i1, i2, j1, j2]
 
 
 def _offsets(tokens: list[str]) -> list[int]:

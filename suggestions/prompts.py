@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from typing import Literal, TypedDict
 
 from .contract import LlamaRequest, SuggestionType
@@ -87,67 +88,62 @@ def max_output_tokens(request: LlamaRequest) -> int:
 
 
 def estimate_tokens(text: str) -> int:
-    """About four characters a token for English; used only when a server reports no usage."""
-    return math.ceil(len(text) / 4)
+    """About four characters a token for ASCII text and one for any other character (CJK runs
+    near one token a character); used for output budgets and when a server reports no usage."""
+    ascii_chars = sum(1 for char in text if char.isascii())
+    return math.ceil(ascii_chars / 4 + (len(text) - ascii_chars))
 
 
 # --- Reading the model's answer -------------------------------------------------------------
 
-_FENCE = re.compile(r"^```[\w-]*[ \t]*\n(?P<body>.*?)\n?```[ \t]*$", re.DOTALL)
-_PREAMBLE = re.compile(
-    r"^(?:(?:sure|certainly|okay|ok|of course|absolutely)\b[^\n]*?[.!,]?\s*)?"
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n(?P<body>.*?)\n?```[ \t]*", re.DOTALL)
+_ACK = r"(?:sure|certainly|okay|ok|of course|absolutely)\b"
+_PREAMBLE_LINE = re.compile(  # matched against a first line of at most _MAX_PREAMBLE characters
+    rf"(?:{_ACK}[^\n]{{0,60}}?[.!,:][ \t]*)?"
     r"(?:here(?:'s| is| are)|below is|the (?:corrected|revised|edited|improved|rewritten)|"
     r"(?:corrected|revised|edited|improved|rewritten|updated)(?: (?:text|version|passage))?)"
-    r"[^\n]{0,80}:[ \t]*\n+",
+    r"\b[^\n]{0,100}:",
     re.IGNORECASE,
 )
-_BARE_ACK = re.compile(
-    r"^(?:sure|certainly|okay|ok|of course|absolutely)[^\n]{0,60}[.!:][ \t]*\n+",
-    re.IGNORECASE,
-)
+_ACK_LINE = re.compile(rf"{_ACK}[^\n]{{0,60}}[.!:]", re.IGNORECASE)
+_MAX_PREAMBLE = 200
 _INLINE_LABEL = re.compile(
-    r"^(?:corrected|revised|edited|improved|rewritten|output)"
+    r"(?:corrected|revised|edited|improved|rewritten|output)"
     r"(?: (?:text|version|passage|sentence))?:[ \t]+(?=\S)",
     re.IGNORECASE,
 )
 _TRAILER = re.compile(
-    r"^(?:\*{0,2}(?:explanation|changes|changes made|corrections|corrections made|edits|notes?|"
-    r"summary of changes)\b[^\n]*:|"
-    r"i (?:have |'ve )?(?:made|corrected|changed|fixed|revised|replaced|removed|rewrote)\b|"
+    r"(?:\*{0,2}(?:explanation|changes|changes made|corrections|corrections made|edits|notes?|"
+    r"summary of changes)\b[^\n]{0,80}:|"
+    r"i (?:have |'ve )?(?:made|corrected|changed|fixed|revised|replaced|removed|rewrote|"
+    r"rewritten|reworded|rephrased|split|added|combined|merged|moved|adjusted|improved|"
+    r"simplified|shortened|tightened|cut|kept|updated|reorganized|reorganised)\b|"
     r"(?:the |these |my )?(?:changes|corrections|edits) (?:i made|made|include|were)\b|"
     r"let me know\b|i hope\b)",
     re.IGNORECASE,
 )
-_QUOTE_PAIRS = {
-    '"': '"',
-    "'": "'",
-    "\u201c": "\u201d",
-    "\u2018": "\u2019",
-    "\u00ab": "\u00bb",
-}
+_QUOTE_PAIRS = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
 def extract_revised_text(output: str, original: str) -> str:
     """The revised passage inside a model's answer.
 
-    Strips code fences, chatty preambles ("Here is the corrected text:"), wrapping quotes the
-    original did not have, and explanations added after the passage; then restores the original's
-    leading and trailing whitespace, which models drop and users never mean to change.
+    Tries, in turn, to strip a code fence, a chatty preamble ("Here is the corrected text:"), a
+    label ("Corrected: ..."), explanations after the passage, and wrapping quotes. Each cut is kept
+    only if it brings the answer closer to the original passage, so text that belongs to the
+    passage (a first line that reads like a preamble, a closing paragraph in the first person,
+    dialogue in quotes) is never cut. Then restores the original's leading and trailing
+    whitespace, which models drop and users never mean to change.
     """
+    passage = original.strip()
     text = output.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group("body").strip()
-    for pattern in (_PREAMBLE, _BARE_ACK, _INLINE_LABEL):
-        stripped = pattern.sub("", text, count=1)
-        if stripped.strip() and not pattern.match(original.strip()):
-            text = stripped.strip()
-    text = _drop_trailing_explanations(text, original)
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group("body").strip()
-    text = _unquote(text, original.strip())
+    for cut in (_cut_fence, _cut_preamble, _cut_label, _cut_trailer, _cut_fence, _cut_quotes):
+        for candidate in cut(text):
+            candidate = candidate.strip()
+            if candidate and _closeness(candidate, passage) > _closeness(text, passage):
+                text = candidate
+                break
     if not text:
         return ""
     leading = original[: len(original) - len(original.lstrip())]
@@ -155,24 +151,43 @@ def extract_revised_text(output: str, original: str) -> str:
     return f"{leading}{text}{trailing}"
 
 
-def _drop_trailing_explanations(text: str, original: str) -> str:
-    """Cut the answer at the first paragraph that reads as a note about the edit, but only when
-    the answer has more paragraphs than the original (so a real closing paragraph is kept)."""
-    breaks = list(_PARAGRAPH_BREAK.finditer(text))
-    original_count = len(_PARAGRAPH_BREAK.split(original.strip()))
-    if len(breaks) + 1 <= original_count:
-        return text
-    for index in range(max(1, original_count), len(breaks) + 1):
-        paragraph = text[breaks[index - 1].end() :]
-        if _TRAILER.match(paragraph.lstrip("*_ \t")):
-            return text[: breaks[index - 1].start()].rstrip()
-    return text
+def _closeness(text: str, passage: str) -> float:
+    """How much of the two texts' characters they share (difflib's quick_ratio), in O(n)."""
+    if not text and not passage:
+        return 1.0
+    shared = sum((Counter(text) & Counter(passage)).values())
+    return 2 * shared / (len(text) + len(passage))
 
 
-def _unquote(text: str, original: str) -> str:
-    if len(text) < 2 or (original and original[0] in _QUOTE_PAIRS):
-        return text
-    closing = _QUOTE_PAIRS.get(text[0])
-    if closing and text.endswith(closing):
-        return text[1:-1].strip()
-    return text
+def _cut_fence(text: str) -> list[str]:
+    fenced = _FENCE.fullmatch(text)
+    return [fenced.group("body")] if fenced else []
+
+
+def _cut_preamble(text: str) -> list[str]:
+    first, newline, rest = text.partition("\n")
+    first = first.strip()
+    if not newline or len(first) > _MAX_PREAMBLE:
+        return []
+    if _PREAMBLE_LINE.fullmatch(first) or _ACK_LINE.fullmatch(first):
+        return [rest]
+    return []
+
+
+def _cut_label(text: str) -> list[str]:
+    label = _INLINE_LABEL.match(text)
+    return [text[label.end() :]] if label else []
+
+
+def _cut_trailer(text: str) -> list[str]:
+    """The answer cut before each paragraph that reads like a note about the edit."""
+    return [
+        text[: brk.start()]
+        for brk in _PARAGRAPH_BREAK.finditer(text)
+        if _TRAILER.match(text, brk.end()) or _TRAILER.match(text[brk.end() :].lstrip("*_ \t"))
+    ]
+
+
+def _cut_quotes(text: str) -> list[str]:
+    closing = _QUOTE_PAIRS.get(text[:1])
+    return [text[1:-1]] if closing and len(text) >= 2 and text.endswith(closing) else []

@@ -23,6 +23,7 @@ from .errors import (
     BadBackendResponse,
     ConfigurationError,
     OutputTruncated,
+    RequestRejected,
     UnexpectedFailure,
 )
 from .prompts import build_messages, estimate_tokens, extract_revised_text
@@ -31,6 +32,13 @@ from .usage import Outcome, UsageEvent, UsageStore
 logger = logging.getLogger(__name__)
 
 StreamItem = TextDelta | LlamaResponse
+
+# A finish reason other than these means the text is not the whole revision, so it is never used.
+COMPLETE_FINISH_REASONS = frozenset({None, "stop", "eos", "end_turn", "stop_sequence"})
+FINISH_REASON_ERRORS: dict[str | None, type[BackendError]] = {
+    "length": OutputTruncated,  # hit the token limit
+    "content_filter": RequestRejected,  # the server's filter refused the text
+}
 
 
 class SuggestionService:
@@ -146,9 +154,10 @@ class SuggestionService:
     ) -> LlamaResponse:
         if end is None:
             raise UnexpectedFailure("backend stream ended without a StreamEnd", backend=target.name)
-        if end.finish_reason == "length":
-            raise OutputTruncated(
-                "the model reached its token limit before finishing the passage",
+        if end.finish_reason not in COMPLETE_FINISH_REASONS:
+            error_type = FINISH_REASON_ERRORS.get(end.finish_reason, BadBackendResponse)
+            raise error_type(
+                f"the model stopped early (finish_reason={end.finish_reason!r})",
                 backend=target.name,
                 attempts=end.attempts,
             )

@@ -35,68 +35,90 @@ class ChunkFields:
 
 def read_chunk(data: str) -> ChunkFields:
     """Parse one SSE `data:` payload. Raises WireFormatError on anything unreadable."""
-    try:
-        payload = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise WireFormatError(f"chunk is not JSON: {exc.msg} at {exc.pos}") from exc
-    if not isinstance(payload, dict):
-        raise WireFormatError("chunk is not a JSON object")
+    payload = _json_object(data, "chunk")
     _raise_for_error(payload)
-    content, finish_reason = "", None
-    choices = payload.get("choices") or []
-    if choices:
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise WireFormatError("chunk choice is not an object")
-        delta = choice.get("delta") or {}
-        content = (delta.get("content") or "") if isinstance(delta, dict) else ""
-        if not isinstance(content, str):
-            raise WireFormatError("chunk content is not a string")
-        finish_reason = choice.get("finish_reason")
-    return ChunkFields(content, finish_reason, _read_usage(payload), payload.get("model"))
+    choice = _first_choice(payload, "chunk")
+    delta = choice.get("delta") if choice else None
+    if delta is not None and not isinstance(delta, dict):
+        raise WireFormatError("chunk delta is not an object")
+    return _fields(payload, choice, (delta or {}).get("content"), "chunk")
 
 
 def read_completion(body: bytes) -> ChunkFields:
     """Parse a non-streaming chat completion into the same fields as a chunk."""
-    try:
-        payload = json.loads(body)
-        message = payload["choices"][0]["message"]
-        content = message.get("content") or ""
-        finish_reason = payload["choices"][0].get("finish_reason")
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise WireFormatError(f"completion has no choices[0].message: {exc!r}") from exc
-    if not isinstance(content, str):
-        raise WireFormatError("completion content is not a string")
-    return ChunkFields(content, finish_reason, _read_usage(payload), payload.get("model"))
+    payload = _json_object(body, "completion")
+    _raise_for_error(payload)
+    choice = _first_choice(payload, "completion")
+    message = choice.get("message") if choice else None
+    if not isinstance(message, dict):
+        raise WireFormatError("completion has no choices[0].message object")
+    return _fields(payload, choice, message.get("content"), "completion")
 
 
 def read_error_message(body: bytes) -> str:
-    """The server's error message from an `{"error": {...}}` body, or a short excerpt."""
+    """The server's error message from an `{"error": {...}}` body, or the body itself."""
     try:
         payload = json.loads(body)
-        return str(payload["error"]["message"])[:300]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return body[:200].decode("utf-8", "replace")
+        return str(payload["error"]["message"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")
+
+
+def _json_object(data: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WireFormatError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise WireFormatError(f"{what} is not a JSON object")
+    return payload
+
+
+def _first_choice(payload: dict[str, Any], what: str) -> dict[str, Any] | None:
+    choices = payload.get("choices")
+    if choices is None or choices == []:
+        return None
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise WireFormatError(f"{what} choices is not a list of objects")
+    return choices[0]
+
+
+def _fields(
+    payload: dict[str, Any], choice: dict[str, Any] | None, content: Any, what: str
+) -> ChunkFields:
+    if content is not None and not isinstance(content, str):
+        raise WireFormatError(f"{what} content is not a string")
+    finish_reason = choice.get("finish_reason") if choice else None
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise WireFormatError(f"{what} finish_reason is not a string")
+    model = payload.get("model")
+    return ChunkFields(
+        content or "",
+        finish_reason,
+        _read_usage(payload),
+        model if isinstance(model, str) and model else None,
+    )
 
 
 def _raise_for_error(payload: dict[str, Any]) -> None:
     error = payload.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else error
-        raise ServerReportedError(f"server sent an error in the stream: {str(message)[:300]}")
+        raise ServerReportedError(f"server sent an error: {message}")
 
 
 def _read_usage(payload: dict[str, Any]) -> dict[str, int] | None:
     usage = payload.get("usage")
-    if not isinstance(usage, dict):
+    if usage is None:
         return None
-    try:
-        return {
-            "prompt_tokens": int(usage["prompt_tokens"]),
-            "completion_tokens": int(usage["completion_tokens"]),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WireFormatError(f"usage is malformed: {exc!r}") from exc
+    counts = usage if isinstance(usage, dict) else {}
+    checked: dict[str, int] = {}
+    for name in ("prompt_tokens", "completion_tokens"):
+        count = counts.get(name)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise WireFormatError(f"usage is malformed: {str(usage)[:200]}")
+        checked[name] = count
+    return checked
 
 
 # --- Building (servers) -----------------------------------------------------------------------

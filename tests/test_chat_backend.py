@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from suggestions.errors import (
     BackendTimeout,
     BackendUnavailable,
     BadBackendResponse,
+    ConfigurationError,
     OutputTruncated,
     RateLimited,
     RequestRejected,
@@ -358,6 +360,110 @@ async def test_a_consumer_that_stops_early_is_recorded_as_cancelled(
     first = await anext(stream)
     assert first == TextDelta(DELTAS[0])
     await stream.aclose()
-    await h.service.flush_usage()
+    await h.service.aclose()
     assert h.usage_rows() == [("custom", "cancelled", None, 0, 0, 0, 0)]
     assert len(h.service.cache) == 0
+    for _ in range(100):  # the server notices the closed connection at its next write
+        if server.disconnects:
+            break
+        await asyncio.sleep(0.02)
+    assert server.disconnects == 1
+
+
+async def test_a_key_with_a_trailing_newline_is_sent_trimmed(
+    server, isolated_env, grammar_request
+) -> None:
+    server.enqueue(sse_reply(DELTAS))
+    backend = ChatBackend(
+        name="custom", base_url=server.url, model="m", label="scripted", api_key=f"{KEY}\n"
+    )
+    service = SuggestionService({"custom": backend})
+    await service.suggest(grammar_request)
+    await service.aclose()
+    assert server.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("bad_key", [f"{KEY[:8]} {KEY[8:]}", f"{KEY}\x00", f"{KEY}é"])
+def test_a_key_a_header_cannot_carry_is_refused_without_echoing_it(bad_key: str) -> None:
+    with pytest.raises(ConfigurationError, match="MODAL_API_KEY contains spaces") as caught:
+        ChatBackend(name="custom", base_url="http://x", model="m", label="l", api_key=bad_key)
+    assert KEY[8:] not in str(caught.value)
+
+
+async def test_no_part_of_the_key_survives_in_a_long_error_body(
+    server, harness, grammar_request
+) -> None:
+    server.enqueue(error_reply(401, "x" * 480 + f" rejected key {KEY} " + "y" * 400))
+    _, error = await harness().fail(grammar_request, AuthenticationFailed)
+    assert KEY[:6] not in error.detail
+    assert len(error.detail) < 600
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "error"),
+    [
+        ("content_filter", RequestRejected),
+        ("abort", BadBackendResponse),
+        ("length", OutputTruncated),
+    ],
+)
+async def test_an_answer_that_stopped_early_is_an_error_and_not_cached(
+    server, harness, grammar_request, finish_reason, error
+) -> None:
+    server.enqueue(sse_reply(DELTAS[:1], finish_reason=finish_reason))
+    h = harness()
+    _, raised = await h.fail(grammar_request, error)
+    assert finish_reason in raised.detail
+    assert len(h.service.cache) == 0
+
+
+async def test_keep_alives_cannot_stretch_a_call_past_its_deadline(
+    server, harness, grammar_request
+) -> None:
+    reply = sse_reply(DELTAS[:1], finish_reason=None, done=False)
+    for _ in range(60):
+        reply.parts += [0.05, b": keep-alive\n\n"]
+    server.enqueue(reply)
+    h = harness(timeout=httpx.Timeout(0.3, connect=1.0), total_timeout_s=0.5)
+    started = asyncio.get_running_loop().time()
+    deltas, error = await h.fail(grammar_request, BackendTimeout)
+    assert deltas == DELTAS[:1]
+    assert "within 0.5s" in error.detail
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'data: {"choices": {"0": {"delta": {"content": "x"}}}}\n\n',
+        b'data: {"choices": [{"delta": "x"}]}\n\n',
+        b'data: {"choices": [{"delta": {"content": 5}}]}\n\n',
+        b'data: {"choices": [], "usage": {"prompt_tokens": -1, "completion_tokens": 2}}\n\n',
+        b'data: {"choices": [], "usage": {"prompt_tokens": "many", "completion_tokens": 2}}\n\n',
+        b"data: [1, 2]\n\n",
+    ],
+)
+async def test_odd_shaped_chunks_are_bad_responses(server, harness, grammar_request, chunk) -> None:
+    reply = sse_reply(DELTAS)
+    reply.parts.insert(1, chunk)
+    server.enqueue(reply)
+    await harness().fail(grammar_request, BadBackendResponse)
+
+
+async def test_a_non_string_model_id_falls_back_to_the_configured_one(
+    server, harness, grammar_request
+) -> None:
+    body = (
+        b'data: {"model": 7, "choices": [{"delta": {"content": "She went to school yesterday '
+        b'and bought books."}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    server.enqueue(Reply(headers={"Content-Type": "text/event-stream"}, parts=[body]))
+    _, response = await harness().run(grammar_request)
+    assert response.model_id == "writing-llama"
+
+
+async def test_a_redirect_is_reported_not_followed(server, harness, grammar_request) -> None:
+    server.enqueue(Reply(status=307, headers={"Location": "https://elsewhere.example/v1"}))
+    _, error = await harness().fail(grammar_request, BackendUnavailable)
+    assert "redirects (307) to https://elsewhere.example/v1" in error.detail
+    assert len(server.requests) == 1

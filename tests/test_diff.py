@@ -88,3 +88,17 @@ def test_an_insertion_has_an_empty_span() -> None:
 
 def test_identical_texts_give_no_suggestions() -> None:
     assert diff_suggestions("Fine as it is.", "Fine as it is.", "clarity") == []
+
+
+def test_repetitive_text_at_the_length_limit_diffs_correctly() -> None:
+    original = "ha " * 2666
+    revised = "ha, " * 2000
+    suggestions = diff_suggestions(original, revised, "grammar")
+    assert apply_suggestions(original, suggestions) == revised
+
+
+def test_suggestions_do_not_carry_shared_edge_whitespace() -> None:
+    [s] = diff_suggestions(
+        "Due to the fact that it rained, we left.", "Because it rained, we left.", "clarity"
+    )
+    assert (s.original, s.replacement) == ("Due to the fact that", "Because")

@@ -97,3 +97,52 @@ def test_keeps_a_closing_paragraph_the_original_had() -> None:
 
 def test_empty_answer_gives_empty_text() -> None:
     assert extract_revised_text("   \n", ORIGINAL) == ""
+
+
+@pytest.mark.parametrize(
+    ("original", "answer"),
+    [
+        # a first line that reads like a preamble or an acknowledgement but is the passage
+        ("Okay so we lost\nthe map was gone.", "Okay, so we lost.\nThe map was gone."),
+        (
+            "Oklahoma was dry that year\nwe left in may.",
+            "Oklahoma was dry that year.\nWe left in May.",
+        ),
+        ("Surely not\nshe said.", "Surely not!\nShe said."),
+        ("Updated plan for friday\n- leave at six", "Updated plan for Friday:\n- leave at six"),
+        (
+            "The revized draft is short:\nit fits one page.",
+            "The revised draft is short:\nit fits one page.",
+        ),
+        ("output 12 pages a day.", "Output: 12 pages a day."),
+        # a first-person paragraph the model split off the passage
+        (
+            "We reached the hut at dusk and I made a fire and we ate.",
+            "We reached the hut at dusk.\n\nI made a fire, and we ate.",
+        ),
+        # an opening quote the model added to dialogue
+        ('Wait here," he said. "Please."', '"Wait here," he said. "Please."'),
+    ],
+)
+def test_never_cuts_text_that_belongs_to_the_passage(original: str, answer: str) -> None:
+    assert extract_revised_text(answer, original) == answer
+
+
+def test_a_real_note_after_a_split_paragraph_is_still_removed() -> None:
+    original = "We reached the hut at dusk and I made a fire and we ate."
+    answer = (
+        "We reached the hut at dusk.\n\nI made a fire, and we ate.\n\n"
+        "I have split the long sentence and added a comma."
+    )
+    assert extract_revised_text(answer, original) == (
+        "We reached the hut at dusk.\n\nI made a fire, and we ate."
+    )
+
+
+def test_output_budget_counts_cjk_characters_as_tokens() -> None:
+    japanese = LlamaRequest(
+        text="今日は雨が降っていたので、私たちは家で本を読みました。" * 15, type="grammar"
+    )
+    english = LlamaRequest(text="Today it rained, so we stayed in and read." * 10, type="grammar")
+    assert max_output_tokens(japanese) > 2 * len(japanese.text)
+    assert max_output_tokens(english) < len(english.text)

@@ -87,5 +87,6 @@ def _chat_backend(
         key_env_var=key_env_var,
         build_prompt=build_messages if name == "custom" else build_baseline_messages,
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+        total_timeout_s=settings.total_timeout_s,
         retry=RetryPolicy(max_retries=settings.max_retries),
     )

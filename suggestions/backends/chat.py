@@ -1,8 +1,8 @@
 """`ChatBackend`: any OpenAI-compatible `/v1/chat/completions` server, streamed over SSE.
 
-Used for the custom model on Modal, the baseline, and the local model server. Transport errors are
-translated into `BackendError`s at one boundary (`_translated`), with the key kept out of every
-message.
+Used for the custom model on Modal, the baseline, and the local model server. Transport and format
+errors become `BackendError`s at one boundary (`_translated`), and every error detail passes
+through `_error`, which takes the key out before anything is logged or shown.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,9 +24,11 @@ from ..errors import (
     BackendTimeout,
     BackendUnavailable,
     BadBackendResponse,
+    ConfigurationError,
     RateLimited,
     RequestRejected,
     StreamInterrupted,
+    UnexpectedFailure,
 )
 from ..prompts import ChatMessage, build_messages, max_output_tokens
 from ..retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
@@ -43,6 +46,8 @@ from .base import BackendEvent, StreamEnd, TextDelta
 logger = logging.getLogger(__name__)
 
 PromptBuilder = Callable[[LlamaRequest], list[ChatMessage]]
+DEFAULT_TOTAL_TIMEOUT_S = 120.0  # a whole answer, retries included; a stalled read fails sooner
+MAX_DETAIL_CHARS = 500
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -53,6 +58,28 @@ def chat_completions_url(base_url: str) -> str:
     if url.endswith("/v1"):
         return f"{url}/chat/completions"
     return f"{url}/v1/chat/completions"
+
+
+def checked_api_key(key: str | None, env_var: str) -> str | None:
+    """The key without surrounding whitespace; refused if a header could not carry it (and the
+    HTTP library would then echo it in its error message)."""
+    key = (key or "").strip()
+    if not key:
+        return None
+    if not (key.isascii() and key.isprintable()) or any(char.isspace() for char in key):
+        raise ConfigurationError(
+            f"{env_var} contains spaces or control characters, which a header cannot carry: "
+            "set it to the key alone"
+        )
+    return key
+
+
+@dataclass
+class _Call:
+    """One call's running state: its deadline (event-loop time) and attempts so far."""
+
+    deadline: float
+    attempts: int = 0
 
 
 class ChatBackend:
@@ -69,6 +96,7 @@ class ChatBackend:
         key_env_var: str = "MODAL_API_KEY",
         build_prompt: PromptBuilder = build_messages,
         timeout: httpx.Timeout | None = None,
+        total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         streaming: bool = True,
         temperature: float = 0.0,
@@ -82,8 +110,9 @@ class ChatBackend:
         self.key_env_var = key_env_var
         self.streaming = streaming
         self.temperature = temperature
+        self.total_timeout_s = total_timeout_s
         self.retry = retry or RetryPolicy()
-        self._api_key = api_key
+        self._api_key = checked_api_key(api_key, key_env_var)
         self._build_prompt = build_prompt
         self._timeout = timeout or httpx.Timeout(30.0, connect=5.0)
         self._transport = transport
@@ -108,98 +137,108 @@ class ChatBackend:
         }
         if self.streaming:
             payload["stream_options"] = {"include_usage": True}
-        response, attempts = await self._open(payload)
+        call = _Call(deadline=asyncio.get_running_loop().time() + self.total_timeout_s)
+        with self._translated(call):
+            async with asyncio.timeout_at(call.deadline):
+                response = await self._open(payload, call)
         try:
-            with self._translated(attempts):
+            with self._translated(call):
                 content_type = response.headers.get("content-type", "")
                 if self.streaming and "text/event-stream" in content_type:
-                    async for event in self._read_sse(response, attempts):
-                        yield event
+                    async with aclosing(self._read_sse(response, call)) as events:
+                        async for event in events:
+                            yield event
                 else:
-                    fields = read_completion(await response.aread())
+                    async with asyncio.timeout_at(call.deadline):
+                        fields = read_completion(await response.aread())
                     if fields.content:
                         yield TextDelta(fields.content)
-                    yield self._end(fields, fields.usage, attempts)
+                    yield self._end(fields, call)
         finally:
             await response.aclose()
 
     # --- Opening the response, with retries --------------------------------------------------
 
-    async def _open(self, payload: dict[str, Any]) -> tuple[httpx.Response, int]:
+    async def _open(self, payload: dict[str, Any], call: _Call) -> httpx.Response:
         client = self._get_client()
         headers = {"Accept": "text/event-stream" if self.streaming else "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        attempt = 0
         while True:
-            attempt += 1
+            call.attempts += 1
             retry_after: float | None = None
             try:
                 request = client.build_request("POST", self.url, json=payload, headers=headers)
                 response = await client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                if not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                    raise BackendTimeout(
-                        f"no response from {self.url} within {self._timeout.read}s",
-                        backend=self.name,
-                        attempts=attempt,
-                    ) from exc
-                failure: BackendError = BackendUnavailable(
-                    f"could not connect to {self.url}: {type(exc).__name__}",
-                    backend=self.name,
-                    attempts=attempt,
+            except httpx.LocalProtocolError as exc:  # our own request is malformed: no retry
+                raise self._error(
+                    UnexpectedFailure, f"request not sent: {type(exc).__name__}", call
+                ) from exc
+            except (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ConnectError) as exc:
+                failure = self._error(
+                    BackendUnavailable, f"could not connect to {self.url}: {exc!r}", call
                 )
-            except httpx.TransportError as exc:
-                failure = BackendUnavailable(
-                    f"could not reach {self.url}: {type(exc).__name__}: {exc}",
-                    backend=self.name,
-                    attempts=attempt,
+            except httpx.TimeoutException as exc:
+                raise self._error(
+                    BackendTimeout,
+                    f"no response within the {self._timeout.read}s read timeout",
+                    call,
+                ) from exc
+            except httpx.TransportError as exc:  # dropped before any response: safe to retry
+                failure = self._error(
+                    BackendUnavailable, f"could not reach {self.url}: {exc!r}", call
                 )
             else:
-                if response.status_code < 400:
-                    return response, attempt
-                failure = await self._status_failure(response, attempt)
+                if response.status_code < 300:
+                    return response
+                failure = await self._status_failure(response, call)
                 if response.status_code not in RETRYABLE_STATUS:
                     raise failure
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-            delay = self.retry.delay_before_retry(attempt, retry_after)
+            delay = self.retry.delay_before_retry(call.attempts, retry_after)
             if delay is None:
                 raise failure
             logger.info("retrying %s in %.2fs after %s", self.name, delay, failure.log_line())
             await self._sleep(delay)
 
-    async def _status_failure(self, response: httpx.Response, attempt: int) -> BackendError:
+    async def _status_failure(self, response: httpx.Response, call: _Call) -> BackendError:
         status = response.status_code
         try:
-            message = self._redact(read_error_message(await response.aread()))
+            message = read_error_message(await response.aread())
         except httpx.HTTPError as exc:
             message = f"(error body unreadable: {type(exc).__name__})"
         finally:
             await response.aclose()
         detail = f"{self.url} answered {status}: {message}"
-        error_type: type[BackendError]
-        if status in (401, 403):
+        error_type: type[BackendError] = BackendUnavailable
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            detail = f"{self.url} redirects ({status}) to {location}: configure the final URL"
+        elif status in (401, 403):
             error_type = AuthenticationFailed
             detail += f" (check {self.key_env_var})"
         elif status == 429:
             error_type = RateLimited
         elif status in (400, 413, 422):
             error_type = RequestRejected
-        else:
-            error_type = BackendUnavailable
-        return error_type(detail, backend=self.name, status_code=status, attempts=attempt)
+        return self._error(error_type, detail, call, status_code=status)
 
     # --- Reading the body --------------------------------------------------------------------
 
     async def _read_sse(
-        self, response: httpx.Response, attempts: int
+        self, response: httpx.Response, call: _Call
     ) -> AsyncGenerator[BackendEvent, None]:
         finish_reason: str | None = None
         usage: dict[str, int] | None = None
         model: str | None = None
         done = False
         async with aclosing(EventSource(response).aiter_sse()) as events:
-            async for event in events:
+            while True:
+                async with asyncio.timeout_at(call.deadline):  # keep-alives cannot stretch a call
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        break
                 if event.data == DONE:
                     done = True
                     break
@@ -212,14 +251,13 @@ class ChatBackend:
                 usage = fields.usage or usage
                 model = fields.model or model
         if not done and finish_reason is None:
-            raise StreamInterrupted(
-                f"stream from {self.url} ended without [DONE] or a finish reason",
-                backend=self.name,
-                attempts=attempts,
+            raise self._error(
+                StreamInterrupted, "stream ended without [DONE] or a finish reason", call
             )
-        yield self._end(ChunkFields("", finish_reason, usage, model), usage, attempts)
+        yield self._end(ChunkFields("", finish_reason, usage, model), call)
 
-    def _end(self, fields: ChunkFields, usage: dict[str, int] | None, attempts: int) -> StreamEnd:
+    def _end(self, fields: ChunkFields, call: _Call) -> StreamEnd:
+        usage = fields.usage
         return StreamEnd(
             model_id=fields.model or self.model_id,
             finish_reason=fields.finish_reason,
@@ -231,39 +269,48 @@ class ChatBackend:
                 if usage
                 else None
             ),
-            attempts=attempts,
+            attempts=call.attempts,
         )
 
     @contextmanager
-    def _translated(self, attempts: int) -> Iterator[None]:
+    def _translated(self, call: _Call) -> Iterator[None]:
         """The one place where transport and format errors become BackendErrors."""
         try:
             yield
+        except TimeoutError as exc:  # the call's total deadline
+            raise self._error(
+                BackendTimeout, f"no complete answer within {self.total_timeout_s}s", call
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise BackendTimeout(
-                f"{self.url} stopped sending for {self._timeout.read}s mid-answer",
-                backend=self.name,
-                attempts=attempts,
+            raise self._error(
+                BackendTimeout, f"stopped sending for {self._timeout.read}s mid-answer", call
             ) from exc
         except httpx.TransportError as exc:
-            raise StreamInterrupted(
-                f"connection to {self.url} broke mid-answer: {type(exc).__name__}: {exc}",
-                backend=self.name,
-                attempts=attempts,
+            raise self._error(
+                StreamInterrupted, f"connection broke mid-answer: {exc!r}", call
             ) from exc
         except ServerReportedError as exc:
-            raise BackendUnavailable(
-                self._redact(str(exc)), backend=self.name, attempts=attempts
-            ) from exc
+            raise self._error(BackendUnavailable, str(exc), call) from exc
         except (WireFormatError, SSEError) as exc:
-            raise BadBackendResponse(
-                f"unreadable answer from {self.url}: {self._redact(str(exc))}",
-                backend=self.name,
-                attempts=attempts,
-            ) from exc
+            raise self._error(BadBackendResponse, f"unreadable answer: {exc}", call) from exc
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+    def _error(
+        self,
+        error_type: type[BackendError],
+        detail: str,
+        call: _Call,
+        *,
+        status_code: int | None = None,
+    ) -> BackendError:
+        """Every error this backend raises is made here: key removed first, then shortened."""
+        if self._api_key:
+            for form in {self._api_key, repr(self._api_key)[1:-1]}:
+                detail = detail.replace(form, "[redacted]")
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[:MAX_DETAIL_CHARS] + "..."
+        return error_type(
+            detail, backend=self.name, status_code=status_code, attempts=max(call.attempts, 1)
+        )
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
