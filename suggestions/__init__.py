@@ -15,7 +15,8 @@ from .contract import (
 )
 from .diff import apply_suggestions, diff_suggestions
 from .errors import BackendError, ConfigurationError, SuggestionError
-from .prompts import build_baseline_messages, build_messages, extract_revised_text
+from .extract import extract_revised_text
+from .prompts import build_baseline_messages, build_messages
 from .retry import RetryPolicy
 from .service import SuggestionService
 from .usage import UsageEvent, UsageStore

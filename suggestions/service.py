@@ -26,7 +26,8 @@ from .errors import (
     RequestRejected,
     UnexpectedFailure,
 )
-from .prompts import build_messages, estimate_tokens, extract_revised_text
+from .extract import extract_revised_text
+from .prompts import build_messages, estimate_tokens
 from .usage import Outcome, UsageEvent, UsageStore
 
 logger = logging.getLogger(__name__)
