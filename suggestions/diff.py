@@ -2,9 +2,10 @@
 
 Text is cut into words, whitespace runs and single punctuation marks; the tokens concatenate back
 to the text exactly, which is what makes `apply_suggestions(text, diff_suggestions(text, revised))`
-return `revised` for any input. The token alignment is rapidfuzz's Levenshtein (bit-parallel, in
-C): difflib's SequenceMatcher goes cubic on repetitive text ("ha ha ha" -> "ha, ha, ha") and would
-stall the event loop for minutes on a passage at the length limit.
+return `revised` for any input. The token alignment is rapidfuzz's Indel (a longest common
+subsequence, bit-parallel, in C): it keeps unchanged words unchanged, where Levenshtein would pair
+unrelated words; and difflib's SequenceMatcher goes cubic on repetitive text ("ha ha ha" ->
+"ha, ha, ha"), stalling the event loop for minutes on a passage at the length limit.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import Indel
 
 from .contract import LlamaSuggestion, SuggestionType
 
@@ -35,7 +36,7 @@ def diff_suggestions(
     source, target = tokenize(original), tokenize(revised)
     offsets = _offsets(source)
     spans: list[list[int]] = []  # [i1, i2, j1, j2] token ranges
-    for op in Levenshtein.opcodes(source, target):
+    for op in Indel.opcodes(source, target):
         if op.tag == "equal":
             continue
         if spans and _only_whitespace(source[spans[-1][1] : op.src_start]):

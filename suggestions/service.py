@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 StreamItem = TextDelta | LlamaResponse
 
 # A finish reason other than these means the text is not the whole revision, so it is never used.
-COMPLETE_FINISH_REASONS = frozenset({None, "stop", "eos", "end_turn", "stop_sequence"})
+COMPLETE_FINISH_REASONS = frozenset({None, "stop", "eos", "eos_token", "end_turn", "stop_sequence"})
 FINISH_REASON_ERRORS: dict[str | None, type[BackendError]] = {
     "length": OutputTruncated,  # hit the token limit
     "content_filter": RequestRejected,  # the server's filter refused the text

@@ -7,12 +7,14 @@ Servers build bodies and SSE frames with the `*_chunk`, `completion_body`, `erro
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 DONE = "[DONE]"
+logger = logging.getLogger(__name__)
 
 
 class WireFormatError(ValueError):
@@ -60,14 +62,14 @@ def read_error_message(body: bytes) -> str:
     try:
         payload = json.loads(body)
         return str(payload["error"]["message"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
         return body.decode("utf-8", "replace")
 
 
 def _json_object(data: str | bytes, what: str) -> dict[str, Any]:
     try:
         payload = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WireFormatError(f"{what} is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise WireFormatError(f"{what} is not a JSON object")
@@ -108,6 +110,8 @@ def _raise_for_error(payload: dict[str, Any]) -> None:
 
 
 def _read_usage(payload: dict[str, Any]) -> dict[str, int] | None:
+    """Token counts, or None when absent or malformed: usage is bookkeeping, and a bad count
+    must not throw away a good answer (the caller then estimates and says so)."""
     usage = payload.get("usage")
     if usage is None:
         return None
@@ -116,7 +120,8 @@ def _read_usage(payload: dict[str, Any]) -> dict[str, int] | None:
     for name in ("prompt_tokens", "completion_tokens"):
         count = counts.get(name)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise WireFormatError(f"usage is malformed: {str(usage)[:200]}")
+            logger.warning("ignoring malformed usage from the server: %.200s", usage)
+            return None
         checked[name] = count
     return checked
 

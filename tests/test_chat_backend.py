@@ -438,8 +438,6 @@ async def test_keep_alives_cannot_stretch_a_call_past_its_deadline(
         b'data: {"choices": {"0": {"delta": {"content": "x"}}}}\n\n',
         b'data: {"choices": [{"delta": "x"}]}\n\n',
         b'data: {"choices": [{"delta": {"content": 5}}]}\n\n',
-        b'data: {"choices": [], "usage": {"prompt_tokens": -1, "completion_tokens": 2}}\n\n',
-        b'data: {"choices": [], "usage": {"prompt_tokens": "many", "completion_tokens": 2}}\n\n',
         b"data: [1, 2]\n\n",
     ],
 )
@@ -467,3 +465,81 @@ async def test_a_redirect_is_reported_not_followed(server, harness, grammar_requ
     _, error = await harness().fail(grammar_request, BackendUnavailable)
     assert "redirects (307) to https://elsewhere.example/v1" in error.detail
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [b'{"prompt_tokens": -1, "completion_tokens": 2}', b'{"prompt_tokens": "many"}', b"{}", b"7"],
+)
+async def test_malformed_usage_is_estimated_instead_of_failing(
+    server, harness, grammar_request, usage, caplog
+) -> None:
+    body = (
+        b'data: {"choices": [{"delta": {"content": "She went to school yesterday and bought '
+        b'books."}, "finish_reason": "stop"}], "usage": ' + usage + b"}\n\ndata: [DONE]\n\n"
+    )
+    server.enqueue(Reply(headers={"Content-Type": "text/event-stream"}, parts=[body]))
+    _, response = await harness().run(grammar_request)
+    assert response.revised_text == REVISED
+    assert response.usage.estimated is True
+    assert "ignoring malformed usage" in caplog.text
+
+
+@pytest.mark.parametrize("finish_reason", ["stop", "eos", "eos_token", "end_turn"])
+async def test_normal_finish_reasons_of_common_servers_are_complete(
+    server, harness, grammar_request, finish_reason
+) -> None:
+    server.enqueue(sse_reply(DELTAS, finish_reason=finish_reason))
+    _, response = await harness().run(grammar_request)
+    assert response.revised_text == REVISED
+
+
+async def test_an_undecodable_body_is_a_bad_response(server, harness, grammar_request) -> None:
+    server.enqueue(
+        Reply(
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+            parts=[b"this is not gzip at all"],
+        )
+    )
+    await harness().fail(grammar_request, BadBackendResponse)
+
+
+async def test_a_retry_that_would_outlast_the_deadline_reports_the_real_failure(
+    server, harness, grammar_request
+) -> None:
+    server.enqueue(error_reply(429, headers={"Retry-After": "5"}))
+    h = harness(total_timeout_s=2.0)
+    await h.fail(grammar_request, RateLimited)
+    assert h.sleeps == []
+    assert len(server.requests) == 1
+
+
+async def test_the_deadline_also_bounds_a_plain_json_answer(
+    server, harness, grammar_request
+) -> None:
+    reply = json_reply(REVISED)
+    reply.parts.insert(0, 1.0)  # headers at once, then the body stalls past the deadline
+    server.enqueue(reply)
+    h = harness(streaming=False, total_timeout_s=0.4)
+    _, error = await h.fail(grammar_request, BackendTimeout)
+    assert "within 0.4s" in error.detail
+
+
+async def test_cancelling_the_caller_mid_read_is_a_cancellation_not_a_timeout(
+    server, harness, grammar_request
+) -> None:
+    server.enqueue(sse_reply(DELTAS, pause_s=0.5))
+    h = harness(total_timeout_s=30.0)
+    first_delta = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in h.service.stream(grammar_request):
+            first_delta.set()
+
+    task = asyncio.create_task(consume())
+    await first_delta.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await h.service.aclose()
+    assert h.usage_rows()[0][1] == "cancelled"

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -46,6 +46,7 @@ from .base import BackendEvent, StreamEnd, TextDelta
 logger = logging.getLogger(__name__)
 
 PromptBuilder = Callable[[LlamaRequest], list[ChatMessage]]
+_T = TypeVar("_T")
 DEFAULT_TOTAL_TIMEOUT_S = 120.0  # a whole answer, retries included; a stalled read fails sooner
 MAX_DETAIL_CHARS = 500
 
@@ -76,10 +77,43 @@ def checked_api_key(key: str | None, env_var: str) -> str | None:
 
 @dataclass
 class _Call:
-    """One call's running state: its deadline (event-loop time) and attempts so far."""
+    """One call's running state: attempts so far, and its deadline (event-loop time).
+
+    The deadline is one timer per call rather than a timeout per streamed event (which costs
+    more than parsing the event): when it fires during a read, it cancels that read, which
+    `read` turns into TimeoutError; when it fires between reads, the next read raises at once.
+    """
 
     deadline: float
     attempts: int = 0
+    expired: bool = False
+    _reader: asyncio.Task[Any] | None = None
+    _timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_at(self.deadline, self._expire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def read(self, pending: Awaitable[_T]) -> _T:
+        if self.expired:
+            raise TimeoutError
+        self._reader = task = asyncio.current_task()
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            if self.expired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._reader = None
 
 
 class ChatBackend:
@@ -141,6 +175,7 @@ class ChatBackend:
         with self._translated(call):
             async with asyncio.timeout_at(call.deadline):
                 response = await self._open(payload, call)
+        call.arm()
         try:
             with self._translated(call):
                 content_type = response.headers.get("content-type", "")
@@ -149,12 +184,12 @@ class ChatBackend:
                         async for event in events:
                             yield event
                 else:
-                    async with asyncio.timeout_at(call.deadline):
-                        fields = read_completion(await response.aread())
+                    fields = read_completion(await call.read(response.aread()))
                     if fields.content:
                         yield TextDelta(fields.content)
                     yield self._end(fields, call)
         finally:
+            call.disarm()
             await response.aclose()
 
     # --- Opening the response, with retries --------------------------------------------------
@@ -196,7 +231,7 @@ class ChatBackend:
                     raise failure
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             delay = self.retry.delay_before_retry(call.attempts, retry_after)
-            if delay is None:
+            if delay is None or asyncio.get_running_loop().time() + delay >= call.deadline:
                 raise failure
             logger.info("retrying %s in %.2fs after %s", self.name, delay, failure.log_line())
             await self._sleep(delay)
@@ -205,7 +240,7 @@ class ChatBackend:
         status = response.status_code
         try:
             message = read_error_message(await response.aread())
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RecursionError) as exc:
             message = f"(error body unreadable: {type(exc).__name__})"
         finally:
             await response.aclose()
@@ -234,11 +269,10 @@ class ChatBackend:
         done = False
         async with aclosing(EventSource(response).aiter_sse()) as events:
             while True:
-                async with asyncio.timeout_at(call.deadline):  # keep-alives cannot stretch a call
-                    try:
-                        event = await anext(events)
-                    except StopAsyncIteration:
-                        break
+                try:  # under the call's deadline, which keep-alive comments cannot stretch
+                    event = await call.read(anext(events))
+                except StopAsyncIteration:
+                    break
                 if event.data == DONE:
                     done = True
                     break
@@ -289,6 +323,8 @@ class ChatBackend:
             raise self._error(
                 StreamInterrupted, f"connection broke mid-answer: {exc!r}", call
             ) from exc
+        except httpx.DecodingError as exc:  # a body its Content-Encoding cannot decode
+            raise self._error(BadBackendResponse, f"undecodable answer: {exc!r}", call) from exc
         except ServerReportedError as exc:
             raise self._error(BackendUnavailable, str(exc), call) from exc
         except (WireFormatError, SSEError) as exc:
