@@ -41,11 +41,6 @@ TASK_INSTRUCTIONS: dict[SuggestionType, str] = {
 }
 
 BASELINE_SYSTEM_PROMPT = "You are a helpful assistant."
-BASELINE_TASK_WORDS: dict[SuggestionType, str] = {
-    "grammar": "grammar",
-    "clarity": "clarity",
-    "style": "style",
-}
 
 
 def build_messages(request: LlamaRequest) -> list[ChatMessage]:
@@ -69,13 +64,12 @@ def build_training_messages(request: LlamaRequest, target: str) -> list[ChatMess
 
 def build_baseline_messages(request: LlamaRequest) -> list[ChatMessage]:
     """The old proxy's generic prompt, kept so the baseline is compared as it really ran."""
-    word = BASELINE_TASK_WORDS[request.type]
     return [
         {"role": "system", "content": BASELINE_SYSTEM_PROMPT},
         {
             "role": "user",
-            "content": f"Improve the {word} of the following text. Return only the improved "
-            f"text.\n\n{request.text}",
+            "content": f"Improve the {request.type} of the following text. "
+            f"Return only the improved text.\n\n{request.text}",
         },
     ]
 

@@ -172,12 +172,11 @@ class ChatBackend:
         if self.streaming:
             payload["stream_options"] = {"include_usage": True}
         call = _Call(deadline=asyncio.get_running_loop().time() + self.total_timeout_s)
-        with self._translated(call):
-            async with asyncio.timeout_at(call.deadline):
-                response = await self._open(payload, call)
         call.arm()
+        response: httpx.Response | None = None
         try:
             with self._translated(call):
+                response = await call.read(self._open(payload, call))
                 content_type = response.headers.get("content-type", "")
                 if self.streaming and "text/event-stream" in content_type:
                     async with aclosing(self._read_sse(response, call)) as events:
@@ -190,7 +189,8 @@ class ChatBackend:
                     yield self._end(fields, call)
         finally:
             call.disarm()
-            await response.aclose()
+            if response is not None:
+                await response.aclose()
 
     # --- Opening the response, with retries --------------------------------------------------
 
