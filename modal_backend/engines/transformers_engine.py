@@ -1,0 +1,230 @@
+"""`TransformersEngine`: a Hugging Face model folder (merged weights, or base plus LoRA adapter).
+
+This is the path Modal runs on a GPU, and what the tests run on CPU with a tiny model. Generation
+is greedy unless a temperature is asked for, stops on the tokenizer's EOS and on Llama-3's
+`<|eot_id|>`, and streams decoded text through a `TextStreamer` as words complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    StoppingCriteriaList,
+    TextStreamer,
+)
+
+from .base import (
+    Delta,
+    Emit,
+    EngineStream,
+    Finished,
+    Message,
+    SamplingParams,
+    StopFlag,
+    ThreadedStream,
+)
+
+logger = logging.getLogger(__name__)
+
+LLAMA3_END_OF_TURN = "<|eot_id|>"
+
+
+class TransformersEngine:
+    """One loaded model and tokenizer. Build it with `TransformersEngine.load`."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        version: str,
+        max_concurrency: int = 1,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.version = version
+        self.max_concurrency = max_concurrency
+        self.stop_token_ids = stop_token_ids(model, tokenizer)
+        self.tokens_generated = 0
+        """Every token produced since load, cancelled requests included (a cost meter)."""
+        self._count_lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | Path,
+        *,
+        adapter_path: str | Path | None = None,
+        model_id: str | None = None,
+        version: str = "unversioned",
+        device: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> TransformersEngine:
+        """Load from local folders only: nothing is fetched from a hub."""
+
+        model_path = Path(model_path)
+        if not (model_path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{model_path} is not a Hugging Face model folder (it has no config.json)"
+            )
+        if adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter_path} is not a LoRA adapter folder")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tokenizer = _load_with_unsloth(model_path, adapter_path, device)
+        if model is None:
+            model, tokenizer = _load_with_transformers(model_path, adapter_path, device)
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(f"the tokenizer in {model_path} has no chat template")
+        return cls(
+            model,
+            tokenizer,
+            model_id=model_id or model_path.name,
+            version=version,
+            max_concurrency=max_concurrency or (4 if device == "cuda" else 1),
+        )
+
+    def prompt_ids(self, messages: list[Message]) -> Any:
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
+        return encoded["input_ids"].to(self.model.device)
+
+    def stream(self, messages: list[Message], params: SamplingParams) -> EngineStream:
+        return ThreadedStream(lambda emit, stop: self._generate(messages, params, emit, stop))
+
+    def _generate(
+        self, messages: list[Message], params: SamplingParams, emit: Emit, stop: StopFlag
+    ) -> None:
+        input_ids = self.prompt_ids(messages)
+        prompt_tokens = int(input_ids.shape[-1])
+        sampling = params.temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=params.max_tokens,
+            do_sample=sampling,
+            temperature=params.temperature if sampling else None,
+            top_p=params.top_p if sampling else None,
+            eos_token_id=list(self.stop_token_ids),
+            pad_token_id=(
+                self.stop_token_ids[0]
+                if self.tokenizer.pad_token_id is None
+                else self.tokenizer.pad_token_id
+            ),
+        )
+        if sampling and params.seed is not None:
+            torch.manual_seed(params.seed)
+        streamer = _EmittingStreamer(self.tokenizer, emit)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([_CountAndStop(self, stop)]),
+            )
+        completion = output[0, prompt_tokens:].tolist()
+        stopped_on_token = bool(completion) and completion[-1] in self.stop_token_ids
+        emit(
+            Finished(
+                finish_reason="stop" if stopped_on_token or stop.is_set() else "length",
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(completion),
+            )
+        )
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.tokens_generated += 1
+
+    def close(self) -> None:
+        self.model = None
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """EOS from the generation config and the tokenizer, plus `<|eot_id|>` where the vocabulary
+    has it: a Llama-3 chat model ends its turn with it, and would ramble on without it."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for candidate in (
+        *(configured if isinstance(configured, list) else [configured]),
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids(LLAMA3_END_OF_TURN)
+        if LLAMA3_END_OF_TURN in tokenizer.get_vocab()
+        else None,
+    ):
+        if isinstance(candidate, int) and candidate not in ids:
+            ids.append(candidate)
+    if not ids:
+        raise ValueError("the model has no end-of-sequence token to stop on")
+    return tuple(ids)
+
+
+class _CountAndStop:
+    """Runs after every generated token: counts it, and ends generation once the client is gone."""
+
+    def __init__(self, engine: TransformersEngine, stop: StopFlag) -> None:
+        self.engine = engine
+        self.stop = stop
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+
+        self.engine._count()
+        return torch.full((input_ids.shape[0],), self.stop.is_set(), device=input_ids.device)
+
+
+class _EmittingStreamer(TextStreamer):
+    """`TextStreamer`'s word-boundary decoding, handing each finished piece to `emit`.
+
+    `TextIteratorStreamer` does the same through a queue read by a second thread; emitting
+    directly keeps one worker thread per request.
+    """
+
+    def __init__(self, tokenizer: Any, emit: Emit) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.emit = emit
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.emit(Delta(text))
+
+
+def _load_with_transformers(model_path: Path, adapter_path: str | Path | None, device: str) -> Any:
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=dtype, local_files_only=True
+    )
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path), local_files_only=True)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_with_unsloth(
+    model_path: Path, adapter_path: str | Path | None, device: str
+) -> tuple[Any, Any]:
+    """Unsloth's fast inference kernels, where Unsloth and a GPU are both present."""
+    if device != "cuda":
+        return None, None
+    try:
+        from unsloth import FastLanguageModel
+    except ImportError:
+        logger.info("Unsloth is not installed: loading with plain transformers")
+        return None, None
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(adapter_path or model_path), load_in_4bit=False, local_files_only=True
+    )
+    FastLanguageModel.for_inference(model)
+    return model, tokenizer
