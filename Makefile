@@ -3,28 +3,33 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
-EXAMPLE := She go to school yesterday and buyed a books.
+DEMO_STAMP := $(VENV)/.installed-local
 
-.PHONY: demo test lint bench clean
+.PHONY: demo serve test lint bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed (set PYTHON=python3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: $(STAMP)
-	@echo "== grammar, streamed from the custom slot (mock unless MODAL_LLAMA_URL is set) =="
-	$(BIN)/python -m suggestions suggest --type grammar "$(EXAMPLE)"
-	@echo
-	@echo "== clarity =="
-	$(BIN)/python -m suggestions suggest --type clarity \
-		"Due to the fact that it was raining, we stayed in order to finish the chapter."
-	@echo
-	@echo "== usage so far =="
-	$(BIN)/python -m suggestions usage
+# The demo needs the package and llama.cpp only; the tests add torch, transformers and tools.
+$(DEMO_STAMP): pyproject.toml $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -e '.[local]'
+	@touch $@
+
+$(STAMP): pyproject.toml $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(DEMO_STAMP)
+
+# Real suggestions from the local default model, served by our model service on loopback.
+demo: $(DEMO_STAMP)
+	$(BIN)/python -m modal_backend.demo
+
+# The model service on the local default, in the foreground (needs MODAL_API_KEY).
+serve: $(DEMO_STAMP)
+	$(BIN)/python -m modal_backend.serve --model default --alias writing-llama
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,6 +39,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/client_core.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -83,8 +83,13 @@ class LocalModelServer:
     def start(self, timeout_s: float = 600) -> dict[str, Any]:
         """Start and wait until the model is loaded; returns the `/health` body."""
         env = {**os.environ, "MODAL_API_KEY": self.api_key}
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=log)
+        if self.log_path:
+            with self.log_path.open("ab") as log:  # the child keeps its own copy
+                self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=log)
+        else:
+            self.process = subprocess.Popen(
+                self.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -96,6 +101,10 @@ class LocalModelServer:
                 response = httpx.get(f"{self.url}/health", timeout=2)
                 if response.status_code == 200:
                     return dict(response.json())
+                if response.json().get("status") == "failed":
+                    self.stop()
+                    where = f"; see {self.log_path}" if self.log_path else ""
+                    raise RuntimeError(f"the model server could not load the model{where}")
             except httpx.TransportError:
                 pass
             time.sleep(0.2)

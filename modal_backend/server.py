@@ -3,7 +3,8 @@
 `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`), `GET /v1/models` and
 `GET /health`. Every route but `/health` needs `Authorization: Bearer <key>`. Requests beyond the
 engine's concurrency wait a bounded time for a slot, then get 503 with `Retry-After`; a client
-that goes away stops its generation. One JSON log line per request, with no text and no key.
+that goes away while its answer is generated stops that generation at the next token. One JSON
+log line per request, with no text and no key.
 """
 
 from __future__ import annotations
@@ -171,7 +172,9 @@ def create_app(
                 else "the model failed to load; the operator has the details in the logs",
                 type="service_unavailable",
                 code="model_loading" if service.state == "loading" else "model_unavailable",
-                headers={"Retry-After": str(limits.retry_after_s)},
+                headers={"Retry-After": str(limits.retry_after_s)}
+                if service.state == "loading"
+                else {},
             )
         return service.engine
 
@@ -202,8 +205,11 @@ def create_app(
     async def chat_completions(request: Request) -> Response:
         record: RequestRecord = request.scope["state"]["record"]
         authorize(request)
+        max_body = 12 * limits.max_input_chars + 65_536  # room for \uXXXX-escaped text
+        if int(request.headers.get("content-length") or 0) > max_body:
+            raise _too_large(limits)
         body = await request.body()
-        if len(body) > 4 * limits.max_input_chars + 65_536:
+        if len(body) > max_body:
             raise _too_large(limits)
         chat = parse_chat_request(body)
         record.stream = chat.stream
@@ -300,7 +306,10 @@ class _Generation:
 
     async def _next(self) -> EngineEvent:
         assert self.events is not None
-        event = await anext(self.events)
+        try:
+            event = await anext(self.events)
+        except StopAsyncIteration:
+            raise EngineError("the engine ended without a finish event") from None
         if isinstance(event, Delta) and self.record.ttft_ms is None:
             self.record.ttft_ms = _ms_since(self.record.started)
         return event
@@ -310,6 +319,7 @@ class _Generation:
         while True:
             if isinstance(event, Finished):
                 self._finished(event)
+                await self.close()  # the engine is done: free the slot before the last bytes go
                 yield event
                 return
             yield event
@@ -347,7 +357,7 @@ class _Generation:
                     pieces.append(event.text)
                 else:
                     return "".join(pieces), event
-            raise EngineError("the engine ended without a finish event")
+            raise AssertionError("unreachable: _all ends with a Finished event")
 
         answer = asyncio.create_task(gather())
         gone = asyncio.create_task(_disconnected(request))
@@ -414,11 +424,11 @@ async def _load(service: _Service, loader: EngineLoader) -> None:
     started = time.perf_counter()
     try:
         engine = await asyncio.to_thread(loader)
+        service.ready(engine)
     except Exception:
         logger.exception("the model failed to load")
         service.state = "failed"
         return
-    service.ready(engine)
     request_log.info(
         json.dumps(
             {

@@ -8,13 +8,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from modal_backend.engines.base import SamplingParams
+from modal_backend.engines.base import Delta, SamplingParams, ThreadedStream
 from modal_backend.engines.transformers_engine import TransformersEngine
 from modal_backend.local_server import serve_in_thread
 from modal_backend.server import ServiceLimits, create_app
@@ -234,13 +234,11 @@ def test_a_client_that_disconnects_stops_its_generation(
         for line in response.iter_lines():
             if line.startswith("data: "):
                 break
-    at_disconnect = engine.tokens_generated - before
     time.sleep(1.0)
     settled = engine.tokens_generated - before
     time.sleep(0.5)
     assert engine.tokens_generated - before == settled, "generation went on after the disconnect"
     assert settled < 2000, f"{settled} of 8000 tokens were generated for a client that left"
-    assert settled >= at_disconnect
 
 
 def test_a_json_client_that_disconnects_stops_its_generation(
@@ -282,7 +280,7 @@ def test_saturation_answers_503_with_retry_after(engine: TransformersEngine) -> 
         assert refused.json()["error"]["code"] == "overloaded"
         assert 0.25 < waited < 5
         # The slot is given back once the busy client has gone.
-        assert chat(url).status_code == 200
+        assert _eventually_ok(lambda: chat(url))
 
 
 def test_health_says_loading_until_the_model_is_loaded(model_dir: Path) -> None:
@@ -332,7 +330,11 @@ def test_one_log_line_per_request_without_text_or_key(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="modal_backend.requests"):
         response = chat(service_url, stream=True, user="x")
-    lines = [r.getMessage() for r in caplog.records if r.name == "modal_backend.requests"]
+        deadline = time.monotonic() + 5  # the line is written just after the last byte is sent
+        while not (lines := _request_lines(caplog)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        lines = _request_lines(caplog)
     assert len(lines) == 1
     record = json.loads(lines[0])
     assert record["request_id"] == response.headers["x-request-id"]
@@ -361,3 +363,63 @@ def test_the_openai_client_streams_from_our_server(service_url: str) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 24
     assert [m.id for m in client.models.list()] == ["tiny-llama"]
     client.close()
+
+
+def _request_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "modal_backend.requests"]
+
+
+def _eventually_ok(call: Callable[[], httpx.Response], within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while (response := call()).status_code != 200:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return response.status_code == 200
+
+
+class _BrokenEngine:
+    """An engine that fails in a given way: the failure paths of the server, nothing else."""
+
+    model_id = "broken"
+    version = "0"
+    max_concurrency = 1
+
+    def __init__(self, fail: str) -> None:
+        self.fail = fail
+
+    def stream(self, messages: object, params: object) -> ThreadedStream:
+        def work(emit: Callable[[object], None], stop: object) -> None:
+            emit(Delta("Half an answer"))
+            if self.fail == "error":
+                raise RuntimeError("CUDA error: device-side assert")
+            # "silent": ends without a Finished event
+
+        return ThreadedStream(work)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fail", ["error", "silent"])
+def test_an_engine_failing_mid_answer_is_an_error_not_a_short_answer(fail: str) -> None:
+    with running_service(_BrokenEngine(fail)) as url:  # type: ignore[arg-type]
+        streamed = chat(url, stream=True)
+        events = sse_events(streamed)
+        assert "[DONE]" not in events
+        assert isinstance(events[-1], dict) and events[-1]["error"]["type"] == "server_error"  # type: ignore[index]
+        plain = chat(url)
+        assert plain.status_code == 500
+        assert plain.json()["error"]["code"] == "engine_error"
+        assert "CUDA" not in plain.text
+        assert chat(url, stream=True).status_code == 200  # the slot was given back each time
+
+
+def test_a_body_over_the_size_cap_is_refused_before_it_is_read(service_url: str) -> None:
+    response = httpx.post(
+        f"{service_url}/v1/chat/completions",
+        content=b"x" * (12 * 40_000 + 65_537),
+        headers=auth(),
+    )
+    assert response.status_code == 413
+    assert "40,000 characters" in response.json()["error"]["message"]

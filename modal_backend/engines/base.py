@@ -118,15 +118,21 @@ class ThreadedStream:
         threading.Thread(target=self._run, name="engine-generate", daemon=True).start()
 
     def _emit(self, event: EngineEvent) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        self._hand_over(self._queue.put_nowait, event)
+
+    def _hand_over(self, callback: Callable[..., None], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the reader's loop is closed: nobody is listening any more
+            self._stop.set()
 
     def _run(self) -> None:
         try:
             self._work(self._emit, self._stop)
         except BaseException as exc:  # handed to the reader, which raises it as EngineError
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+            self._hand_over(self._queue.put_nowait, exc)
         finally:
-            self._loop.call_soon_threadsafe(self._end)
+            self._hand_over(self._end)
 
     def _end(self) -> None:
         self._queue.put_nowait(_END)

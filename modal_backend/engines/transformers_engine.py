@@ -27,6 +27,7 @@ from .base import (
     EngineStream,
     Finished,
     Message,
+    PromptTooLong,
     SamplingParams,
     StopFlag,
     ThreadedStream,
@@ -55,6 +56,7 @@ class TransformersEngine:
         self.version = version
         self.max_concurrency = max_concurrency
         self.stop_token_ids = stop_token_ids(model, tokenizer)
+        self.context_tokens = int(getattr(model.config, "max_position_embeddings", 8192))
         self.tokens_generated = 0
         """Every token produced since load, cancelled requests included (a cost meter)."""
         self._count_lock = threading.Lock()
@@ -70,7 +72,11 @@ class TransformersEngine:
         device: str | None = None,
         max_concurrency: int | None = None,
     ) -> TransformersEngine:
-        """Load from local folders only: nothing is fetched from a hub."""
+        """Load from local folders only: nothing is fetched from a hub.
+
+        One generation at a time by default: `generate` calls sharing a model from several
+        threads are not known to be safe with Unsloth's kernels, and a seed is process-wide.
+        """
 
         model_path = Path(model_path)
         if not (model_path / "config.json").is_file():
@@ -90,7 +96,7 @@ class TransformersEngine:
             tokenizer,
             model_id=model_id or model_path.name,
             version=version,
-            max_concurrency=max_concurrency or (4 if device == "cuda" else 1),
+            max_concurrency=max_concurrency or 1,
         )
 
     def prompt_ids(self, messages: list[Message]) -> Any:
@@ -107,9 +113,15 @@ class TransformersEngine:
     ) -> None:
         input_ids = self.prompt_ids(messages)
         prompt_tokens = int(input_ids.shape[-1])
+        room = self.context_tokens - prompt_tokens
+        if room <= 0:
+            raise PromptTooLong(
+                f"the prompt is {prompt_tokens:,} tokens; this model's context holds "
+                f"{self.context_tokens:,}"
+            )
         sampling = params.temperature > 0
         config = GenerationConfig(
-            max_new_tokens=params.max_tokens,
+            max_new_tokens=min(params.max_tokens, room),
             do_sample=sampling,
             temperature=params.temperature if sampling else None,
             top_p=params.top_p if sampling else None,
