@@ -423,3 +423,34 @@ def test_a_body_over_the_size_cap_is_refused_before_it_is_read(service_url: str)
     )
     assert response.status_code == 413
     assert "40,000 characters" in response.json()["error"]["message"]
+
+
+def test_a_lora_adapter_is_applied_on_its_base(model_dir: Path, tmp_path: Path) -> None:
+    """Base + adapter (PEFT) generates what the merged weights generate, not what the base does."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    base = TransformersEngine.load(model_dir)
+    tuned = get_peft_model(
+        base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    with torch.no_grad():
+        torch.manual_seed(1)
+        for name, weight in tuned.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.5)  # a freshly made adapter is a no-op; this one is not
+    tuned.save_pretrained(tmp_path / "adapter")
+    tuned.merge_and_unload().save_pretrained(tmp_path / "merged")
+    base.tokenizer.save_pretrained(tmp_path / "merged")
+
+    def answer(engine: TransformersEngine) -> str:
+        async def run() -> str:
+            stream = engine.stream(MESSAGES, SamplingParams(max_tokens=16))  # type: ignore[arg-type]
+            return "".join([e.text async for e in stream if isinstance(e, Delta)])
+
+        return asyncio.run(run())
+
+    with_adapter = TransformersEngine.load(model_dir, adapter_path=tmp_path / "adapter")
+    merged = TransformersEngine.load(tmp_path / "merged")
+    assert answer(with_adapter) == answer(merged)
+    assert answer(with_adapter) != answer(TransformersEngine.load(model_dir))
