@@ -1,0 +1,171 @@
+"""`python -m eval run|score|latency|compare|gate|gleu`: the harness from a terminal.
+
+Exit status: 0 success, 1 a failed check (a gate, the latency target), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from suggestions import LlamaRequest, Settings
+from suggestions.backends import BACKEND_NAMES, build_backend
+from suggestions.errors import ConfigurationError
+
+from .data import DatasetError, load_dataset
+
+DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets/eval/writing-eval-v1.jsonl"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in {"compare", "gate"}:
+        from . import compare
+
+        entry = compare.main_compare if args[0] == "compare" else compare.main_gate
+        return entry(args[1:])
+    parser = _parser()
+    options = parser.parse_args(args)
+    try:
+        return int(options.handler(options))
+    except (DatasetError, ConfigurationError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    run = commands.add_parser("run", help="run backends over a dataset and score them")
+    run.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    run.add_argument("--backends", default="custom,baseline,mock", help="comma-separated")
+    run.add_argument("--concurrency", type=int, default=4)
+    run.add_argument("--limit", type=int, default=None, help="only the first K examples")
+    run.add_argument("--out", type=Path, required=True, help="the run folder, e.g. runs/NAME")
+    run.add_argument("--resume", action="store_true", help="finish a killed run")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(handler=_run)
+
+    score = commands.add_parser("score", help="(re)compute metrics and reports of a run folder")
+    score.add_argument("run", type=Path)
+    score.set_defaults(handler=_score)
+
+    latency = commands.add_parser("latency", help="latency percentiles and the P95 target")
+    latency.add_argument("--backend", default="custom", choices=BACKEND_NAMES)
+    latency.add_argument("--requests", type=int, default=200)
+    latency.add_argument("--concurrency", type=int, default=4)
+    latency.add_argument("--warmup", type=int, default=5)
+    latency.add_argument("--target-ms", type=float, default=2000.0, help="P95 total, warm")
+    latency.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    latency.set_defaults(handler=_latency)
+
+    gleu = commands.add_parser("gleu", help="corpus GLEU of files in JFLEG's layout")
+    gleu.add_argument("--source", type=Path, required=True)
+    gleu.add_argument("--references", type=Path, nargs="+", required=True)
+    gleu.add_argument("--hypothesis", type=Path, required=True)
+    gleu.add_argument("--iterations", type=int, default=500)
+    gleu.add_argument("--sentences", action="store_true", help="also print sentence GLEU")
+    gleu.set_defaults(handler=_gleu)
+
+    commands.add_parser("compare", help="RUN_A RUN_B: metric deltas with bootstrap CIs")
+    commands.add_parser("gate", help="RUN --config gates.toml: exit 1 on a regression")
+    return parser
+
+
+def _run(options: argparse.Namespace) -> int:
+    from .runner import RunError, RunPlan, run
+    from .scoring import score_run
+
+    names = tuple(name.strip() for name in options.backends.split(",") if name.strip())
+    plan = RunPlan(
+        dataset=options.dataset,
+        backends=names,
+        out=options.out,
+        concurrency=options.concurrency,
+        limit=options.limit,
+        resume=options.resume,
+    )
+    try:
+        asyncio.run(run(plan, progress=not options.no_progress))
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = score_run(options.out)
+    _print_summary(summary)
+    print(f"\nreport: {options.out / 'report.md'} and report.html")
+    return 0
+
+
+def _score(options: argparse.Namespace) -> int:
+    from .scoring import score_run
+
+    _print_summary(score_run(options.run))
+    return 0
+
+
+def _print_summary(summary: dict[str, object]) -> None:
+    backends = summary["backends"]
+    assert isinstance(backends, dict)
+    for name, data in backends.items():
+        metrics = data["metrics"]
+        total = data["latency"]["total_ms"]
+        scores = ", ".join(
+            f"{key} {metrics[key]:.3f}"
+            for key in ("gleu", "errant_f05", "meaning_similarity")
+            if metrics.get(key) is not None
+        )
+        p95 = total.get("p95")
+        print(
+            f"{name:9} {data['model_id']:32} errors {data['error_rate']:.1%}  {scores}  "
+            f"total P95 {'-' if p95 is None else f'{p95:.0f} ms'}"
+        )
+
+
+def _latency(options: argparse.Namespace) -> int:
+    from .latency import measure, table, warm_p95_total
+
+    examples = load_dataset(options.dataset)
+    texts = [LlamaRequest(text=e.source, type=e.type) for e in examples]
+    backend = build_backend(options.backend, Settings())
+    samples = asyncio.run(
+        measure(
+            backend,
+            texts,
+            requests=options.requests,
+            concurrency=options.concurrency,
+            warmup=options.warmup,
+        )
+    )
+    print(f"{options.backend}: {backend.label} ({backend.model_id})")
+    print(table(samples))
+    p95 = warm_p95_total(samples)
+    if p95 is None:
+        print("no warm request succeeded", file=sys.stderr)
+        return 1
+    verdict = "meets" if p95 < options.target_ms else "BREACHES"
+    print(f"\nwarm P95 total {p95:.0f} ms {verdict} the target of {options.target_ms:.0f} ms")
+    return 0 if p95 < options.target_ms else 1
+
+
+def _gleu(options: argparse.Namespace) -> int:
+    from .metrics.gleu import corpus_gleu, sentence_gleu
+
+    sources = options.source.read_text(encoding="utf-8").splitlines()
+    hypotheses = options.hypothesis.read_text(encoding="utf-8").splitlines()
+    references = [path.read_text(encoding="utf-8").splitlines() for path in options.references]
+    per_sentence = [list(refs) for refs in zip(*references, strict=True)]
+    if not (len(sources) == len(hypotheses) == len(per_sentence)):
+        raise ValueError(
+            f"line counts differ: source {len(sources)}, hypothesis {len(hypotheses)}, "
+            f"references {len(per_sentence)}"
+        )
+    if options.sentences:
+        for index, (s, h, refs) in enumerate(zip(sources, hypotheses, per_sentence, strict=True)):
+            print(f"{index}\t{sentence_gleu(s, h, refs):.6f}")
+    result = corpus_gleu(sources, hypotheses, per_sentence, iterations=options.iterations)
+    print(f"{result.mean:.6f}\t(std {result.std:.6f} over {result.iterations} iterations)")
+    return 0

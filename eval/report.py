@@ -1,0 +1,185 @@
+"""`report.md` and a self-contained `report.html` for a run, with their plots in `plots/`:
+score distributions per backend, a latency CDF with P50/P95/P99 marked, ERRANT per error type."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+DISTRIBUTIONS = ("gleu_sentence", "errant_f05", "meaning_similarity", "edit_rate_source")
+
+
+def write_reports(folder: Path, frame: Any, summary: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots = folder / "plots"
+    plots.mkdir(exist_ok=True)
+    made = [
+        _distributions(frame, plots / "scores.png"),
+        _latency_cdf(frame, summary, plots / "latency_cdf.png"),
+        _error_types(summary, plots / "errant_types.png"),
+    ]
+    images = [path for path in made if path is not None]
+    markdown = _markdown(summary, images, folder)
+    (folder / "report.md").write_text(markdown)
+    (folder / "report.html").write_text(_html(summary, images))
+    return images
+
+
+def _distributions(frame: Any, path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in DISTRIBUTIONS if c in frame and frame[c].notna().any()]
+    if not columns:
+        return None
+    figure, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
+    for axis, column in zip(axes[0], columns, strict=True):
+        for backend, group in frame.groupby("backend"):
+            values = group[column].dropna()
+            if len(values):
+                axis.hist(values, bins=20, alpha=0.5, label=str(backend))
+        axis.set_title(column)
+        axis.set_xlabel("score")
+    axes[0][0].set_ylabel("examples")
+    axes[0][-1].legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _latency_cdf(frame: Any, summary: dict[str, Any], path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if "total_ms" not in frame or not frame["total_ms"].notna().any():
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for backend, group in frame[frame["ok"] == True].groupby("backend"):  # noqa: E712
+        values = np.sort(group["total_ms"].dropna().to_numpy())
+        if not len(values):
+            continue
+        (line,) = axis.plot(values, np.arange(1, len(values) + 1) / len(values), label=str(backend))
+        marks = summary["backends"].get(backend, {}).get("latency", {}).get("total_ms", {})
+        for name in ("p50", "p95", "p99"):
+            if marks.get(name) is not None:
+                axis.axvline(marks[name], color=line.get_color(), linestyle=":", linewidth=1)
+                axis.annotate(name.upper(), (marks[name], 0.02), color=line.get_color(), fontsize=7)
+    axis.axvline(2000, color="red", linewidth=1, label="2 s target")
+    axis.set_xlabel("total time per request (ms)")
+    axis.set_ylabel("fraction of requests")
+    axis.set_title("Latency CDF")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _error_types(summary: dict[str, Any], path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tables = {b: s.get("errant_by_type", {}) for b, s in summary["backends"].items()}
+    kinds = sorted({kind for table in tables.values() for kind in table})
+    if not kinds:
+        return None
+    kinds = kinds[:25]
+    figure, axis = plt.subplots(figsize=(max(7, 0.45 * len(kinds)), 4))
+    width = 0.8 / max(1, len(tables))
+    positions = np.arange(len(kinds))
+    for index, (backend, table) in enumerate(tables.items()):
+        values = [table.get(kind, {}).get("f05", 0.0) for kind in kinds]
+        axis.bar(positions + index * width, values, width, label=backend)
+    axis.set_xticks(positions + width * (len(tables) - 1) / 2, kinds, rotation=60, ha="right")
+    axis.set_ylabel("ERRANT F0.5")
+    axis.set_title("Grammar edits by ERRANT error type")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _rows(summary: dict[str, Any]) -> list[list[str]]:
+    names = ("gleu", "errant_f05", "errant_precision", "errant_recall", "meaning_similarity")
+    rows = []
+    for backend, data in summary["backends"].items():
+        metrics, latency = data["metrics"], data["latency"]
+        rows.append(
+            [
+                backend,
+                data["model_id"],
+                str(data["examples"]),
+                f"{data['error_rate']:.1%}",
+                *(_fmt(metrics.get(name)) for name in names),
+                *(_fmt(latency["ttft_ms"].get(q), 0) for q in ("p50", "p95")),
+                *(_fmt(latency["total_ms"].get(q), 0) for q in ("p50", "p95", "p99")),
+            ]
+        )
+    return rows
+
+
+HEADER = [
+    "backend",
+    "model",
+    "examples",
+    "errors",
+    "GLEU",
+    "ERRANT F0.5",
+    "P",
+    "R",
+    "meaning",
+    "TTFT p50 ms",
+    "TTFT p95 ms",
+    "total p50 ms",
+    "total p95 ms",
+    "total p99 ms",
+]
+
+
+def _markdown(summary: dict[str, Any], images: list[Path], folder: Path) -> str:
+    lines = [f"# Eval report: {summary['run']}", "", f"Dataset: `{summary['dataset']}`", ""]
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(summary)]
+    lines += ["", "Means of the per-example metrics (output minus source for the deltas):", ""]
+    for backend, data in summary["backends"].items():
+        means = ", ".join(
+            f"{name} {_fmt(value)}" for name, value in data["metrics"].items() if value is not None
+        )
+        lines.append(f"- **{backend}**: {means}")
+    lines.append("")
+    lines += [f"![{image.stem}]({image.relative_to(folder)})" for image in images]
+    return "\n".join(lines) + "\n"
+
+
+def _html(summary: dict[str, Any], images: list[Path]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in _rows(summary)
+    )
+    pictures = "".join(
+        f'<figure><img alt="{image.stem}" src="data:image/png;base64,'
+        f'{base64.b64encode(image.read_bytes()).decode()}"><figcaption>{image.stem}</figcaption>'
+        "</figure>"
+        for image in images
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Eval report: {html.escape(summary['run'])}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>"
+        f"</head><body><h1>Eval report: {html.escape(summary['run'])}</h1>"
+        f"<p>Dataset: <code>{html.escape(summary['dataset'])}</code></p>"
+        f"<table><tr>{head}</tr>{body}</table>{pictures}</body></html>\n"
+    )
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)

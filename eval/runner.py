@@ -1,0 +1,260 @@
+"""`python -m eval run`: every example through every backend, rows written as they complete.
+
+The session cache is bypassed so latencies are real. Each finished (example, backend) pair is
+appended to `predictions.jsonl` at once, so a killed run resumes with `--resume` without redoing
+or duplicating anything. Scoring (`scoring.score_run`) then reads that file and writes the
+metrics, the summary and the reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from suggestions import LlamaRequest, Settings, SuggestionService
+from suggestions.backends import Backend, build_backends
+from suggestions.backends.base import BackendEvent, StreamEnd
+from suggestions.errors import BackendError
+
+from .data import EvalExample, dataset_sha256, load_dataset
+
+PREDICTIONS = "predictions.jsonl"
+CONFIG = "config.json"
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or resume; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    dataset: Path
+    backends: tuple[str, ...]
+    out: Path
+    concurrency: int = 4
+    limit: int | None = None
+    resume: bool = False
+
+
+class _AttemptsRecorder:
+    """Passes a backend's events through, remembering how many attempts each request took
+    (the response itself does not carry retries)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model_id = inner.model_id
+        self.label = inner.label
+        self.attempts: dict[int, int] = {}
+
+    async def stream(self, request: LlamaRequest) -> AsyncIterator[BackendEvent]:
+        async for event in self.inner.stream(request):
+            if isinstance(event, StreamEnd):
+                self.attempts[id(request)] = event.attempts
+            yield event
+
+    async def aclose(self) -> None:
+        closer = getattr(self.inner, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+async def run(
+    plan: RunPlan,
+    *,
+    settings: Settings | None = None,
+    backends: dict[str, Backend] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fill `plan.out` with predictions for every pending pair; returns the folder."""
+    examples = load_dataset(plan.dataset)[: plan.limit]
+    chosen = backends or build_backends(plan.backends, settings or Settings())
+    recorders = {name: _AttemptsRecorder(backend) for name, backend in chosen.items()}
+    config = _config(plan, examples, recorders)
+    done = _prepare_folder(plan, config)
+    pending = [
+        (example, name)
+        for example in examples
+        for name in plan.backends
+        if (example.id, name) not in done
+    ]
+    service = SuggestionService(recorders, usage=None)  # type: ignore[arg-type]
+    writer = _RowWriter(plan.out / PREDICTIONS)
+    slots = asyncio.Semaphore(plan.concurrency)
+    bar = _progress(len(pending), len(done), progress)
+
+    async def one(example: EvalExample, name: str) -> None:
+        async with slots:
+            row = await _predict(service, recorders[name], example, name)
+        writer.write(row)
+        bar(1)
+
+    try:
+        await asyncio.gather(*(one(example, name) for example, name in pending))
+    finally:
+        writer.close()
+        bar(0, close=True)
+        await service.aclose()
+    return plan.out
+
+
+async def _predict(
+    service: SuggestionService, recorder: _AttemptsRecorder, example: EvalExample, name: str
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "example_id": example.id,
+        "backend": name,
+        "type": example.type,
+        "source": example.source,
+        "references": list(example.references),
+        "model_id": recorder.model_id,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        request = LlamaRequest(text=example.source, type=example.type)
+    except ValidationError as exc:
+        return row | {"ok": False, "error_kind": "invalid_request", "error": str(exc)[:300]}
+    started = time.perf_counter()
+    try:
+        response = await service.suggest(request, backend=name, use_cache=False)
+    except BackendError as exc:
+        return row | {
+            "ok": False,
+            "error_kind": exc.kind,
+            "error": exc.user_message,
+            "total_ms": round((time.perf_counter() - started) * 1000, 1),
+            "retries": max(exc.attempts - 1, 0),
+        }
+    attempts = recorder.attempts.pop(id(request), 1)
+    ttft = response.time_to_first_token_ms
+    decode_s = (response.latency_ms - (ttft or 0.0)) / 1000
+    completion = response.usage.completion_tokens
+    return row | {
+        "ok": True,
+        "prediction": response.revised_text,
+        "model_id": response.model_id,
+        "ttft_ms": None if ttft is None else round(ttft, 1),
+        "total_ms": round(response.latency_ms, 1),
+        "prompt_tokens": response.usage.prompt_tokens,
+        "completion_tokens": completion,
+        "tokens_estimated": response.usage.estimated,
+        "tokens_per_s": round(completion / decode_s, 2) if decode_s > 0 else None,
+        "retries": attempts - 1,
+        "suggestions": len(response.suggestions),
+    }
+
+
+class _RowWriter:
+    """Appends one JSON line per finished pair and flushes it, so a kill loses nothing that
+    was written (the OS holds it) and at most the line being written."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def read_predictions(folder: Path) -> list[dict[str, Any]]:
+    """Rows of a run, skipping a torn last line (a run killed mid-write)."""
+    path = folder / PREDICTIONS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> set[tuple[str, str]]:
+    config_path = plan.out / CONFIG
+    if config_path.exists():
+        if not plan.resume:
+            raise RunError(
+                f"{plan.out} already holds a run: pass --resume to finish it, or choose "
+                "another --out"
+            )
+        previous = json.loads(config_path.read_text())
+        for key in ("dataset_sha256", "backends_requested", "limit"):
+            if previous.get(key) != config.get(key):
+                raise RunError(
+                    f"cannot resume {plan.out}: its {key} differs from this run's "
+                    f"({previous.get(key)!r} vs {config.get(key)!r})"
+                )
+        _drop_torn_line(plan.out / PREDICTIONS)
+        return {(row["example_id"], row["backend"]) for row in read_predictions(plan.out)}
+    plan.out.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return set()
+
+
+def _drop_torn_line(path: Path) -> None:
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _config(
+    plan: RunPlan, examples: list[EvalExample], backends: dict[str, _AttemptsRecorder]
+) -> dict[str, Any]:
+    return {
+        "dataset": str(plan.dataset),
+        "dataset_sha256": dataset_sha256(plan.dataset),
+        "examples": len(examples),
+        "limit": plan.limit,
+        "backends_requested": list(plan.backends),
+        "backends": {
+            name: {"model_id": b.model_id, "label": b.label} for name, b in backends.items()
+        },
+        "concurrency": plan.concurrency,
+        "code_version": code_version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def code_version() -> str:
+    """The git commit (with `-dirty` for local changes), or the package version outside git."""
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+        return result.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        from importlib.metadata import version
+
+        return version("writing-suggestions")
+
+
+def _progress(total: int, already: int, enabled: bool) -> Callable[..., None]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"eval ({already} done before)", unit="ex", disable=not enabled)
+
+    def advance(n: int, *, close: bool = False) -> None:
+        if close:
+            bar.close()
+        else:
+            bar.update(n)
+
+    return advance
