@@ -40,6 +40,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/client_core.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/eval_harness.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -28,7 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = compare.main_compare if args[0] == "compare" else compare.main_gate
         return entry(args[1:])
     parser = _parser()
-    options = parser.parse_args(args)
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exit_:  # argparse: 2 for bad arguments, 0 for --help
+        return int(exit_.code or 0)
     try:
         return int(options.handler(options))
     except (DatasetError, ConfigurationError, FileNotFoundError, ValueError) as exc:
@@ -43,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run backends over a dataset and score them")
     run.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     run.add_argument("--backends", default="custom,baseline,mock", help="comma-separated")
-    run.add_argument("--concurrency", type=int, default=4)
-    run.add_argument("--limit", type=int, default=None, help="only the first K examples")
+    run.add_argument("--concurrency", type=_positive, default=4)
+    run.add_argument("--limit", type=_positive, default=None, help="only the first K examples")
     run.add_argument("--out", type=Path, required=True, help="the run folder, e.g. runs/NAME")
     run.add_argument("--resume", action="store_true", help="finish a killed run")
     run.add_argument("--no-progress", action="store_true")
@@ -56,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     latency = commands.add_parser("latency", help="latency percentiles and the P95 target")
     latency.add_argument("--backend", default="custom", choices=BACKEND_NAMES)
-    latency.add_argument("--requests", type=int, default=200)
-    latency.add_argument("--concurrency", type=int, default=4)
+    latency.add_argument("--requests", type=_positive, default=200)
+    latency.add_argument("--concurrency", type=_positive, default=4)
     latency.add_argument("--warmup", type=int, default=5)
     latency.add_argument("--target-ms", type=float, default=2000.0, help="P95 total, warm")
     latency.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
@@ -67,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     gleu.add_argument("--source", type=Path, required=True)
     gleu.add_argument("--references", type=Path, nargs="+", required=True)
     gleu.add_argument("--hypothesis", type=Path, required=True)
-    gleu.add_argument("--iterations", type=int, default=500)
+    gleu.add_argument("--iterations", type=_positive, default=500)
     gleu.add_argument("--sentences", action="store_true", help="also print sentence GLEU")
     gleu.set_defaults(handler=_gleu)
 
@@ -76,11 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _run(options: argparse.Namespace) -> int:
     from .runner import RunError, RunPlan, run
     from .scoring import score_run
 
-    names = tuple(name.strip() for name in options.backends.split(",") if name.strip())
+    names = tuple(dict.fromkeys(n.strip() for n in options.backends.split(",") if n.strip()))
     plan = RunPlan(
         dataset=options.dataset,
         backends=names,

@@ -143,7 +143,7 @@ def load_coedit(path: Path) -> list[EvalExample]:
 
 def load_csv(path: Path) -> list[EvalExample]:
     """Columns `id`, `type`, `source`, then any `reference...` columns (empty ones skipped)."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
         reader = csv.DictReader(handle)
         missing = {"id", "type", "source"} - set(reader.fieldnames or ())
         if missing:

@@ -76,7 +76,9 @@ def table(samples: Sequence[Sample]) -> str:
         ok = [s for s in group if s.ok]
         errors = len(group) - len(ok)
         for metric in ("ttft_ms", "total_ms"):
-            values = [v for s in ok if (v := getattr(s, metric)) is not None]
+            # A failed request counts at the time it took (a timeout is a slow answer).
+            counted = group if metric == "total_ms" else ok
+            values = [v for s in counted if (v := getattr(s, metric)) is not None]
             cells = " ".join(
                 f"{value:9.0f}" if value is not None else f"{'-':>9}"
                 for value in percentiles(values).values()
@@ -87,5 +89,6 @@ def table(samples: Sequence[Sample]) -> str:
 
 
 def warm_p95_total(samples: Sequence[Sample]) -> float | None:
-    values = [s.total_ms for s in samples if not s.cold and s.ok]
+    """Failed requests count at their elapsed time: dropping them would hide timeouts."""
+    values = [s.total_ms for s in samples if not s.cold]
     return percentiles(values)["p95"] if values else None

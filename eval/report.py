@@ -145,7 +145,12 @@ def _markdown(summary: dict[str, Any], images: list[Path], folder: Path) -> str:
     lines = [f"# Eval report: {summary['run']}", "", f"Dataset: `{summary['dataset']}`", ""]
     lines += ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(summary)]
-    lines += ["", "Means of the per-example metrics (output minus source for the deltas):", ""]
+    lines += [
+        "",
+        "All metrics per backend: `gleu` and `errant_*` are corpus scores over the grammar rows; "
+        "the rest are means of per-example values (deltas are output minus source):",
+        "",
+    ]
     for backend, data in summary["backends"].items():
         means = ", ".join(
             f"{name} {_fmt(value)}" for name, value in data["metrics"].items() if value is not None

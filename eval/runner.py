@@ -82,8 +82,8 @@ async def run(
     config = _config(plan, examples, recorders)
     done = _prepare_folder(plan, config)
     pending = [
-        (example, name)
-        for example in examples
+        (index, example, name)
+        for index, example in enumerate(examples)
         for name in plan.backends
         if (example.id, name) not in done
     ]
@@ -92,14 +92,14 @@ async def run(
     slots = asyncio.Semaphore(plan.concurrency)
     bar = _progress(len(pending), len(done), progress)
 
-    async def one(example: EvalExample, name: str) -> None:
+    async def one(index: int, example: EvalExample, name: str) -> None:
         async with slots:
             row = await _predict(service, recorders[name], example, name)
-        writer.write(row)
+        writer.write({"index": index, **row})
         bar(1)
 
     try:
-        await asyncio.gather(*(one(example, name) for example, name in pending))
+        await asyncio.gather(*(one(index, example, name) for index, example, name in pending))
     finally:
         writer.close()
         bar(0, close=True)
@@ -169,7 +169,8 @@ class _RowWriter:
 
 
 def read_predictions(folder: Path) -> list[dict[str, Any]]:
-    """Rows of a run, skipping a torn last line (a run killed mid-write)."""
+    """Rows of a run in dataset order (they are written as they finish), skipping a torn last
+    line (a run killed mid-write). Corpus GLEU and ERRANT depend on the order."""
     path = folder / PREDICTIONS
     if not path.exists():
         return []
@@ -179,7 +180,7 @@ def read_predictions(folder: Path) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return rows
+    return sorted(rows, key=lambda row: (row.get("index", 0), row["backend"]))
 
 
 def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> set[tuple[str, str]]:
@@ -191,7 +192,7 @@ def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> set[tuple[str, str
                 "another --out"
             )
         previous = json.loads(config_path.read_text())
-        for key in ("dataset_sha256", "backends_requested", "limit"):
+        for key in ("dataset_sha256", "backends_requested", "limit", "model_ids"):
             if previous.get(key) != config.get(key):
                 raise RunError(
                     f"cannot resume {plan.out}: its {key} differs from this run's "
@@ -223,6 +224,8 @@ def _config(
         "backends": {
             name: {"model_id": b.model_id, "label": b.label} for name, b in backends.items()
         },
+        "model_ids": {name: b.model_id for name, b in backends.items()},
+        "pretokenized": Path(plan.dataset).suffix == ".src" or Path(plan.dataset).is_dir(),
         "concurrency": plan.concurrency,
         "code_version": code_version(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -17,7 +17,7 @@ from .metrics.errant_f05 import ErrantCounts, errant_scores
 from .metrics.gleu import corpus_gleu, sentence_gleu
 from .metrics.latency import percentiles
 from .metrics.nlp import prefetch, tokenize
-from .metrics.style import MeaningModel, style_scores
+from .metrics.style import MeaningModel, edit_rates, style_scores
 from .runner import CONFIG, read_predictions
 
 SUMMARY = "summary.json"
@@ -51,6 +51,8 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
         raise ValueError(f"{folder} has no predictions to score")
     config = json.loads((folder / CONFIG).read_text())
     answered = [row for row in rows if row.get("ok")]
+    global _PRETOKENIZED
+    _PRETOKENIZED = bool(config.get("pretokenized"))
     prefetch(
         text for row in answered for text in (row["source"], row["prediction"], *row["references"])
     )
@@ -129,9 +131,17 @@ def _example_metrics(row: dict[str, Any]) -> dict[str, Any]:
     }
     values |= clarity_scores(source, prediction)
     values |= style_scores(source, prediction, references)
+    # Edit rates over the same tokens GLEU uses, so tokenized data (JFLEG) against a model's
+    # plain text does not count `do n't` / `don't` as an edit.
+    vs_source, vs_reference = edit_rates(
+        _tokens(source), _tokens(prediction), [_tokens(ref) for ref in references]
+    )
+    values |= {"edit_rate_source": vs_source, "edit_rate_reference": vs_reference}
     if row["type"] == "grammar" and references:
         values["gleu_sentence"] = sentence_gleu(
-            _tokens(source), _tokens(prediction), [_tokens(ref) for ref in references]
+            _tokens(source, given=True),
+            _tokens(prediction),
+            [_tokens(ref, given=True) for ref in references],
         )
     return values
 
@@ -146,9 +156,9 @@ def _corpus_gleu(rows: list[dict[str, Any]]) -> float:
     score = 0.0
     for group in groups.values():
         result = corpus_gleu(
-            [_tokens(row["source"]) for row in group],
+            [_tokens(row["source"], given=True) for row in group],
             [_tokens(row["prediction"]) for row in group],
-            [[_tokens(ref) for ref in row["references"]] for row in group],
+            [[_tokens(ref, given=True) for ref in row["references"]] for row in group],
         )
         score += result.mean * len(group) / total
     return score
@@ -215,8 +225,16 @@ def _means(metrics: list[dict[str, Any]], backend: str) -> dict[str, float | Non
     return means
 
 
-def _tokens(text: str) -> str:
-    return " ".join(tokenize(text))
+_PRETOKENIZED = False
+"""Set per run: JFLEG-style files are tokenized already, and only a model's plain-text answer
+is tokenized to match them (re-tokenizing their sources and references would move the scores
+away from the official ones)."""
+
+
+def _tokens(text: str, *, given: bool = False) -> str:
+    """`text` as GLEU's whitespace tokens; `given` texts (sources, references) are left as they
+    are when the dataset came tokenized."""
+    return text if given and _PRETOKENIZED else " ".join(tokenize(text))
 
 
 def _json_float(value: Any) -> Any:

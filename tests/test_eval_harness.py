@@ -62,8 +62,8 @@ def test_gleu_samples_one_reference_per_sentence_with_the_scripts_seeds() -> Non
     result = corpus_gleu(sources, hypotheses, references, iterations=3)
     expected = []
     for j in range(3):
-        rng = random.Random(j * 101)  # the official script: random.seed(j * 101), then randint
-        picks = [rng.randint(0, 1) for _ in hypotheses]
+        rng = random.Random(j * 101)  # the script: random.seed(j * 101), then Python 2's
+        picks = [int(rng.random() * 2) for _ in hypotheses]  # randint(0, 1), int(random() * 2)
         totals = [0] * 10
         for s, h, refs, r in zip(sources, hypotheses, references, picks, strict=True):
             stats = sentence_stats(s.split(), h.split(), refs[r].split())
@@ -74,13 +74,13 @@ def test_gleu_samples_one_reference_per_sentence_with_the_scripts_seeds() -> Non
 
 
 @pytest.mark.skipif(not JFLEG.exists(), reason="JFLEG is not beside this checkout")
-@pytest.mark.parametrize(("split", "published"), [("dev", 0.3820), ("test", 0.4047)])
+@pytest.mark.parametrize(("split", "published"), [("dev", 0.3821), ("test", 0.4054)])
 def test_the_unedited_jfleg_source_scores_as_published(split: str, published: float) -> None:
     examples = load_dataset(JFLEG / split / f"{split}.src")
     result = corpus_gleu(
         [e.source for e in examples], [e.source for e in examples], [e.references for e in examples]
     )
-    assert result.mean == pytest.approx(published, abs=5e-4)
+    assert result.mean == pytest.approx(published, abs=5e-5)  # JFLEG's README: 38.21, 40.54
 
 
 def test_the_gleu_cli_reads_jfleg_layout(
@@ -395,3 +395,34 @@ def test_the_shipped_gate_file_is_the_documented_example() -> None:
     shipped = Path(__file__).resolve().parents[1] / "eval" / "gates.toml"
     assert shipped.read_text() == EXAMPLE_GATES
     assert {check.metric for check in load_gates(shipped).checks} >= {"latency.total_ms.p95"}
+
+
+def test_predictions_are_scored_in_dataset_order_whatever_order_they_finished(
+    tmp_path: Path,
+) -> None:
+    from eval.runner import read_predictions
+
+    rows = [{"index": i, "example_id": f"e{i}", "backend": b} for i in (2, 0, 1) for b in "ba"]
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ordered = [(row["index"], row["backend"]) for row in read_predictions(tmp_path)]
+    assert ordered == [(0, "a"), (0, "b"), (1, "a"), (1, "b"), (2, "a"), (2, "b")]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--backends", "mock", "--concurrency", "0", "--out", "x"],
+        ["run", "--backends", "mock"],
+        ["latency", "--requests", "0"],
+        ["run", "--dataset", "missing.jsonl", "--backends", "mock", "--out", "x"],
+    ],
+)
+def test_bad_command_lines_exit_2(argv: list[str]) -> None:
+    assert eval_main(argv) == 2
+
+
+def test_failed_requests_count_in_the_latency_check() -> None:
+    from eval.latency import Sample, warm_p95_total
+
+    samples = [Sample(False, True, 10.0, 100.0)] * 10 + [Sample(False, False, None, 30_000.0)]
+    assert warm_p95_total(samples) == 30_000.0

@@ -4,7 +4,8 @@ Not Hugging Face's `google_bleu`, which is Google's sentence GLEU for translatio
 rewards n-grams of the hypothesis that are in the reference and penalises n-grams it keeps from
 the source that the reference changed. With several references, the official script scores the
 corpus `iterations` times (500), each time picking one reference per sentence at random with
-`random.seed(j * 101)` for iteration j, and reports the mean over iterations. Sentence GLEU is the
+`random.seed(j * 101)` for iteration j (and Python 2's `randint`, as the script ran), and reports
+the mean over iterations. Sentence GLEU is the
 mean over each reference of the smoothed score. Inputs are whitespace-tokenized, as in JFLEG's
 files; `tokens=` lets callers tokenize plain text the same way first.
 """
@@ -89,7 +90,9 @@ def corpus_gleu(
     picks = []
     for j in range(iterations):
         rng = random.Random(j * 101)
-        picks.append([rng.randint(0, ref_count - 1) for _ in hypotheses])
+        # The official script is Python 2, where randint(0, n - 1) is int(random() * n); only
+        # that reproduces JFLEG's published scores (Python 3's randint draws differently).
+        picks.append([int(rng.random() * ref_count) for _ in hypotheses])
     totals = [[0] * (2 + 2 * ORDER) for _ in range(iterations)]
     for i, (source, hypothesis, refs) in enumerate(
         zip(sources, hypotheses, references, strict=True)
