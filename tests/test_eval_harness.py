@@ -23,7 +23,20 @@ from eval.metrics.errant_f05 import edits, errant_scores, f_beta
 from eval.metrics.gleu import corpus_gleu, gleu_from_stats, sentence_gleu, sentence_stats
 from eval.metrics.latency import percentile, percentiles
 
-JFLEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "jfleg"
+JFLEG = next(
+    (
+        path
+        for path in (
+            Path(os.environ.get("JFLEG_DIR", "/nonexistent")),
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "jfleg",
+            Path("/work/shared/data/jfleg"),
+        )
+        if path.is_dir()
+    ),
+    Path("/nonexistent"),
+)
+"""JFLEG is read where it lies (its licence keeps it out of this repository): $JFLEG_DIR, or
+the shared data folder beside the checkout."""
 OUR_DATASET = Path(__file__).resolve().parents[1] / "datasets" / "eval" / "writing-eval-v1.jsonl"
 
 
