@@ -23,7 +23,7 @@ from eval.metrics import nlp
 from eval.metrics.errant_f05 import errant_scores
 from eval.metrics.nlp import prefetch
 from eval.runner import RunPlan, read_predictions, run
-from eval.scoring import _corpus_gleu, _example_metrics
+from eval.scoring import GleuTokens, example_metrics, grammar_corpus_gleu
 from suggestions.backends.mock import MockBackend
 
 
@@ -41,14 +41,14 @@ def score_without_embeddings(folder: Path) -> tuple[int, float]:
         text for row in rows for text in (row["source"], row["prediction"], *row["references"])
     )
     for row in rows:
-        _example_metrics(row)
+        example_metrics(row, GleuTokens())
     grammar = [row for row in rows if row["type"] == "grammar" and row["references"]]
     errant_scores(
         [r["source"] for r in grammar],
         [r["prediction"] for r in grammar],
         [r["references"] for r in grammar],
     )
-    _corpus_gleu(grammar)
+    grammar_corpus_gleu(grammar, GleuTokens())
     return len(rows), time.perf_counter() - started
 
 

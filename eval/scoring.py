@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,7 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
         raise ValueError(f"{folder} has no predictions to score")
     config = json.loads((folder / CONFIG).read_text())
     answered = [row for row in rows if row.get("ok")]
-    global _PRETOKENIZED
-    _PRETOKENIZED = bool(config.get("pretokenized"))
+    tokens = GleuTokens(pretokenized=bool(config.get("pretokenized")))
     prefetch(
         text for row in answered for text in (row["source"], row["prediction"], *row["references"])
     )
@@ -61,7 +61,7 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
     )
     metrics: list[dict[str, Any]] = []
     for row, similarity in zip(answered, similarities, strict=True):
-        metrics.append(_example_metrics(row) | {"meaning_similarity": similarity})
+        metrics.append(example_metrics(row, tokens) | {"meaning_similarity": similarity})
     for row in rows:
         if not row.get("ok"):
             metrics.append(
@@ -93,7 +93,7 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
             _add_errant_columns(metrics, backend, grammar, per_sentence)
             p, r, f = errant_corpus.scores()
             summary["metrics"] |= {
-                "gleu": _corpus_gleu(grammar),
+                "gleu": grammar_corpus_gleu(grammar, tokens),
                 "errant_precision": p,
                 "errant_recall": r,
                 "errant_f05": f,
@@ -117,7 +117,7 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
     return summary_doc
 
 
-def _example_metrics(row: dict[str, Any]) -> dict[str, Any]:
+def example_metrics(row: dict[str, Any], tokens: GleuTokens) -> dict[str, Any]:
     source, prediction, references = row["source"], row["prediction"], row["references"]
     values: dict[str, Any] = {
         "example_id": row["example_id"],
@@ -134,19 +134,19 @@ def _example_metrics(row: dict[str, Any]) -> dict[str, Any]:
     # Edit rates over the same tokens GLEU uses, so tokenized data (JFLEG) against a model's
     # plain text does not count `do n't` / `don't` as an edit.
     vs_source, vs_reference = edit_rates(
-        _tokens(source), _tokens(prediction), [_tokens(ref) for ref in references]
+        tokens.given(source), tokens.answer(prediction), [tokens.given(r) for r in references]
     )
     values |= {"edit_rate_source": vs_source, "edit_rate_reference": vs_reference}
     if row["type"] == "grammar" and references:
         values["gleu_sentence"] = sentence_gleu(
-            _tokens(source, given=True),
-            _tokens(prediction),
-            [_tokens(ref, given=True) for ref in references],
+            tokens.given(source),
+            tokens.answer(prediction),
+            [tokens.given(ref) for ref in references],
         )
     return values
 
 
-def _corpus_gleu(rows: list[dict[str, Any]]) -> float:
+def grammar_corpus_gleu(rows: list[dict[str, Any]], tokens: GleuTokens) -> float:
     """Corpus GLEU over rows with the same number of references (JFLEG's requirement); rows are
     grouped by reference count and weighted by size when counts differ."""
     groups: dict[int, list[dict[str, Any]]] = {}
@@ -156,9 +156,9 @@ def _corpus_gleu(rows: list[dict[str, Any]]) -> float:
     score = 0.0
     for group in groups.values():
         result = corpus_gleu(
-            [_tokens(row["source"], given=True) for row in group],
-            [_tokens(row["prediction"]) for row in group],
-            [[_tokens(ref, given=True) for ref in row["references"]] for row in group],
+            [tokens.given(row["source"]) for row in group],
+            [tokens.answer(row["prediction"]) for row in group],
+            [[tokens.given(ref) for ref in row["references"]] for row in group],
         )
         score += result.mean * len(group) / total
     return score
@@ -225,16 +225,20 @@ def _means(metrics: list[dict[str, Any]], backend: str) -> dict[str, float | Non
     return means
 
 
-_PRETOKENIZED = False
-"""Set per run: JFLEG-style files are tokenized already, and only a model's plain-text answer
-is tokenized to match them (re-tokenizing their sources and references would move the scores
-away from the official ones)."""
+@dataclass(frozen=True)
+class GleuTokens:
+    """Texts as GLEU's whitespace tokens. JFLEG-style files come tokenized: their sources and
+    references are left as they are (re-tokenizing would move the scores away from the
+    official ones), and only a model's plain-text answer is tokenized to match."""
 
+    pretokenized: bool = False
 
-def _tokens(text: str, *, given: bool = False) -> str:
-    """`text` as GLEU's whitespace tokens; `given` texts (sources, references) are left as they
-    are when the dataset came tokenized."""
-    return text if given and _PRETOKENIZED else " ".join(tokenize(text))
+    def given(self, text: str) -> str:
+        return text if self.pretokenized else self.answer(text)
+
+    @staticmethod
+    def answer(text: str) -> str:
+        return " ".join(tokenize(text))
 
 
 def _json_float(value: Any) -> Any:
