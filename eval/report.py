@@ -45,10 +45,7 @@ def _distributions(frame: Any, path: Path) -> Path | None:
         axis.set_xlabel("score")
     axes[0][0].set_ylabel("examples")
     axes[0][-1].legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _latency_cdf(frame: Any, summary: dict[str, Any], path: Path) -> Path | None:
@@ -73,10 +70,7 @@ def _latency_cdf(frame: Any, summary: dict[str, Any], path: Path) -> Path | None
     axis.set_ylabel("fraction of requests")
     axis.set_title("Latency CDF")
     axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _error_types(summary: dict[str, Any], path: Path) -> Path | None:
@@ -84,10 +78,13 @@ def _error_types(summary: dict[str, Any], path: Path) -> Path | None:
     import numpy as np
 
     tables = {b: s.get("errant_by_type", {}) for b, s in summary["backends"].items()}
-    kinds = sorted({kind for table in tables.values() for kind in table})
-    if not kinds:
+    edits_per_kind: dict[str, int] = {}
+    for table in tables.values():
+        for kind, row in table.items():
+            edits_per_kind[kind] = edits_per_kind.get(kind, 0) + row["tp"] + row["fp"] + row["fn"]
+    if not edits_per_kind:
         return None
-    kinds = kinds[:25]
+    kinds = sorted(sorted(edits_per_kind, key=edits_per_kind.__getitem__, reverse=True)[:25])
     figure, axis = plt.subplots(figsize=(max(7, 0.45 * len(kinds)), 4))
     width = 0.8 / max(1, len(tables))
     positions = np.arange(len(kinds))
@@ -98,6 +95,12 @@ def _error_types(summary: dict[str, Any], path: Path) -> Path | None:
     axis.set_ylabel("ERRANT F0.5")
     axis.set_title("Grammar edits by ERRANT error type")
     axis.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
