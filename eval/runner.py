@@ -127,6 +127,7 @@ async def _predict(
     try:
         response = await service.suggest(request, backend=name, use_cache=False)
     except BackendError as exc:
+        recorder.attempts.pop(id(request), None)  # a stream that ended but was refused
         return row | {
             "ok": False,
             "error_kind": exc.kind,
