@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-local
 
-.PHONY: demo serve test lint bench clean
+.PHONY: demo cli-demo serve browser test lint bench clean
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -14,24 +14,32 @@ $(VENV)/.created:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@touch $@
 
-# The demo needs the package and llama.cpp only; the tests add torch, transformers and tools.
+# The demo needs the package, llama.cpp and Gradio; the tests add torch, transformers and tools.
 $(DEMO_STAMP): pyproject.toml $(VENV)/.created
-	$(BIN)/python -m pip install --quiet -e '.[local]'
+	$(BIN)/python -m pip install --quiet -e '.[local,app]'
 	@touch $@
 
 $(STAMP): pyproject.toml $(VENV)/.created
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(DEMO_STAMP)
 
-# Real suggestions from the local default model, served by our model service on loopback.
+# The reviewer app on http://127.0.0.1:7860, with the local default model served for it.
 demo: $(DEMO_STAMP)
+	$(BIN)/python -m app
+
+# The same model through the `suggestions` command line, printed in the terminal.
+cli-demo: $(DEMO_STAMP)
 	$(BIN)/python -m modal_backend.demo
 
 # The model service on the local default, in the foreground (needs MODAL_API_KEY).
 serve: $(DEMO_STAMP)
 	$(BIN)/python -m modal_backend.serve --model default --alias writing-llama
 
-test: $(STAMP)
+# Debian's chromium, for the browser test.
+browser:
+	@scripts/install-chromium.sh
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -41,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/client_core.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/eval_harness.py
+	$(BIN)/python bench/app_compare.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis artifacts

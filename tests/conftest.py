@@ -26,7 +26,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "state"
     for name in MODEL_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-    for name in [name for name in os.environ if name.startswith("SUGGESTIONS_")]:
+    for name in [name for name in os.environ if name.startswith(("SUGGESTIONS_", "APP_"))]:
         monkeypatch.delenv(name)  # a developer's own settings must not change what tests see
     monkeypatch.setenv("SUGGESTIONS_HOME", str(home))
     monkeypatch.chdir(tmp_path)  # so no developer's .env is picked up

@@ -1,0 +1,172 @@
+"""Several backends answering one request at once, as a stream of column snapshots.
+
+Each backend runs in its own task, so a slow column never holds a fast one back, and a failing
+one only fails itself. Closing the stream (the stop button, a closed tab) cancels every task,
+which closes each upstream HTTP stream, which stops generation on the model server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from suggestions.backends.base import TextDelta
+from suggestions.contract import LlamaRequest, LlamaResponse
+from suggestions.errors import BackendError
+from suggestions.prompts import estimate_tokens
+from suggestions.service import SuggestionService
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["waiting", "streaming", "done", "failed", "cancelled"]
+FINAL_STATUSES: frozenset[Status] = frozenset({"done", "failed", "cancelled"})
+# While anything is still running, the clocks in the UI move at least this often.
+TICK_S = 0.1
+
+
+@dataclass(frozen=True)
+class Column:
+    """One backend's progress on one request, as the UI shows it."""
+
+    backend: str
+    label: str
+    model_id: str
+    status: Status = "waiting"
+    text: str = ""
+    response: LlamaResponse | None = None
+    error: str | None = None
+    ttft_ms: float | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode speed: server-counted tokens at the end, an estimate from the text before."""
+        if self.ttft_ms is None:
+            return None
+        if self.response is not None and self.response.cached:
+            return None
+        tokens = (
+            self.response.usage.completion_tokens
+            if self.response is not None
+            else estimate_tokens(self.text)
+        )
+        decode_s = (self.elapsed_ms - self.ttft_ms) / 1000
+        return tokens / decode_s if decode_s > 0.05 and tokens > 1 else None
+
+
+@dataclass(frozen=True)
+class _Event:
+    index: int
+    delta: str | None = None
+    response: LlamaResponse | None = None
+    error: str | None = None
+
+
+async def stream_columns(
+    service: SuggestionService,
+    backends: Sequence[str],
+    request: LlamaRequest,
+    *,
+    use_cache: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+) -> AsyncGenerator[tuple[Column, ...], None]:
+    """Snapshots of every column, yielded whenever something changed (and on a clock tick).
+
+    The last snapshot has every column finished. Updates that arrive together are merged into
+    one snapshot so a fast stream does not flood a slow browser.
+    """
+    started = clock()
+    columns = [
+        Column(
+            backend=name,
+            label=service.backend(name).label,
+            model_id=service.backend(name).model_id,
+        )
+        for name in backends
+    ]
+    events: asyncio.Queue[_Event] = asyncio.Queue()
+    tasks = [
+        asyncio.create_task(_run_one(service, name, index, request, use_cache, events))
+        for index, name in enumerate(backends)
+    ]
+    try:
+        yield tuple(columns)
+        while not all(column.finished for column in columns):
+            try:
+                first = await asyncio.wait_for(events.get(), timeout=TICK_S)
+                batch = [first]
+                while not events.empty():
+                    batch.append(events.get_nowait())
+            except TimeoutError:
+                batch = []
+            now_ms = (clock() - started) * 1000
+            for event in batch:
+                columns[event.index] = _apply(columns[event.index], event, now_ms)
+            columns = [
+                column if column.finished else replace(column, elapsed_ms=now_ms)
+                for column in columns
+            ]
+            yield tuple(columns)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait, so each upstream stream is really closed before the caller moves on.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _apply(column: Column, event: _Event, now_ms: float) -> Column:
+    if event.delta is not None:
+        return replace(
+            column,
+            status="streaming",
+            text=column.text + event.delta,
+            ttft_ms=column.ttft_ms if column.ttft_ms is not None else now_ms,
+        )
+    if event.response is not None:
+        response = event.response
+        return replace(
+            column,
+            status="done",
+            response=response,
+            model_id=response.model_id,
+            text=response.revised_text,
+            ttft_ms=response.time_to_first_token_ms if not response.cached else None,
+            elapsed_ms=response.latency_ms,
+        )
+    return replace(column, status="failed", error=event.error, elapsed_ms=now_ms)
+
+
+async def _run_one(
+    service: SuggestionService,
+    backend: str,
+    index: int,
+    request: LlamaRequest,
+    use_cache: bool,
+    events: asyncio.Queue[_Event],
+) -> None:
+    try:
+        async with aclosing(
+            service.stream(request, backend=backend, use_cache=use_cache)
+        ) as stream:
+            async for item in stream:
+                if isinstance(item, TextDelta):
+                    events.put_nowait(_Event(index, delta=item.text))
+                else:
+                    events.put_nowait(_Event(index, response=item))
+    except BackendError as exc:
+        logger.warning("compare: %s", exc.log_line())
+        events.put_nowait(_Event(index, error=exc.user_message))
+    except Exception:  # a bug in one column must not take the others down
+        logger.exception("compare: backend %s failed unexpectedly", backend)
+        events.put_nowait(_Event(index, error="This backend failed unexpectedly."))

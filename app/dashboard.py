@@ -1,0 +1,319 @@
+"""Eval run folders as tables and figures for the app's dashboard tab.
+
+The eval harness leaves one folder per run with a `summary.json` (see `eval/scoring.py`). Any
+metric in it may be missing or null (a run without grammar rows has no GLEU or ERRANT), so the
+tables carry NaN there rather than failing. Figures are built on `matplotlib.figure.Figure`
+directly: no pyplot, so importing this module never picks or changes a GUI backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+LATENCY_TARGET_MS = 2000.0
+SCORE_COLUMNS = (
+    "gleu",
+    "errant_f05",
+    "meaning_similarity",
+    "edit_rate_source",
+    "flesch_reading_ease_delta",
+    "proselint_delta",
+)
+SUMMARY = "summary.json"
+SCORE_TABLE_COLUMNS = (
+    "run",
+    "backend",
+    "label",
+    "model_id",
+    "examples",
+    "errors",
+    "error_rate",
+    *SCORE_COLUMNS,
+)
+LATENCY_COLUMNS = (
+    "run",
+    "backend",
+    "ttft_p50",
+    "ttft_p95",
+    "ttft_p99",
+    "total_p50",
+    "total_p95",
+    "total_p99",
+    "meets_target",
+)
+NO_RUNS = "no eval runs found"
+
+# Panel titles; the arrow says which way is better where one way is.
+_SCORE_TITLES = {
+    "gleu": "GLEU ↑",
+    "errant_f05": "ERRANT F0.5 ↑",
+    "meaning_similarity": "meaning kept ↑",
+    "edit_rate_source": "edit rate vs source",
+    "flesch_reading_ease_delta": "Flesch reading ease Δ ↑",
+    "proselint_delta": "proselint issues Δ ↓",
+}
+
+
+class DashboardError(ValueError):
+    """A run summary that cannot be read; the message names the file."""
+
+
+def find_runs(root: Path | str) -> list[Path]:
+    """Run folders: `root` itself and its immediate subfolders with a summary, newest first."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    folders = [base, *(child for child in base.iterdir() if child.is_dir())]
+    found = [folder for folder in folders if (folder / SUMMARY).is_file()]
+    # Newest summary first; the name breaks ties so the order is stable.
+    found.sort(key=lambda folder: folder.name)
+    found.sort(key=lambda folder: (folder / SUMMARY).stat().st_mtime, reverse=True)
+    return found
+
+
+def read_summary(run: Path | str) -> dict[str, Any]:
+    """A run's summary (given the folder or the file), checked for the shape the tables need.
+
+    `run` is filled in from the folder name when the file lacks it. The app can call this per
+    folder to skip a broken run with a warning instead of losing the whole table.
+    """
+    return _summary(run)[1]
+
+
+def _summary(run: Path | str) -> tuple[str, dict[str, Any]]:
+    path = Path(run)
+    if not path.is_file() and path.name != SUMMARY:
+        path = path / SUMMARY
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DashboardError(
+            f"{path}: cannot read the run summary ({error.strerror or error})"
+        ) from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DashboardError(f"{path}: the run summary is not valid JSON ({error})") from error
+    if not isinstance(document, dict):
+        raise DashboardError(f"{path}: the run summary is not a JSON object")
+    backends = document.get("backends")
+    if not isinstance(backends, dict) or not all(isinstance(b, dict) for b in backends.values()):
+        raise DashboardError(f"{path}: 'backends' must map each backend name to an object")
+    for name, backend in backends.items():
+        for key in ("metrics", "latency"):
+            if not isinstance(backend.get(key, {}), dict | None):
+                raise DashboardError(f"{path}: backends.{name}.{key} is not an object")
+    if not isinstance(document.get("run"), str) or not document["run"]:
+        document["run"] = path.parent.name
+    return str(path), document
+
+
+def scores_table(runs: Sequence[Path]) -> pd.DataFrame:
+    """One row per (run, backend): who it was, how many examples failed, and the headline scores."""
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        where, document = _summary(run)
+        for backend, entry in document["backends"].items():
+            metrics = entry.get("metrics") or {}
+            rows.append(
+                {
+                    "run": document["run"],
+                    "backend": backend,
+                    "label": str(entry.get("label") or backend),
+                    "model_id": str(entry.get("model_id") or ""),
+                    "examples": _count(entry.get("examples"), where, f"{backend}.examples"),
+                    "errors": _count(entry.get("errors"), where, f"{backend}.errors"),
+                    "error_rate": _number(entry.get("error_rate"), where, f"{backend}.error_rate"),
+                    **{
+                        column: _number(metrics.get(column), where, f"{backend}.metrics.{column}")
+                        for column in SCORE_COLUMNS
+                    },
+                }
+            )
+    table = pd.DataFrame(rows, columns=list(SCORE_TABLE_COLUMNS))
+    for column in ("examples", "errors"):
+        table[column] = table[column].astype("Int64")  # a count, or <NA> when not given
+    for column in ("error_rate", *SCORE_COLUMNS):
+        table[column] = table[column].astype("float64")
+    return table
+
+
+def latency_table(runs: Sequence[Path]) -> pd.DataFrame:
+    """One row per (run, backend): latency percentiles in ms and whether P95 meets the target."""
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        where, document = _summary(run)
+        for backend, entry in document["backends"].items():
+            latency = entry.get("latency") or {}
+            row: dict[str, Any] = {"run": document["run"], "backend": backend}
+            for kind in ("ttft", "total"):
+                spread = latency.get(f"{kind}_ms") or {}
+                if not isinstance(spread, dict):
+                    raise DashboardError(f"{where}: {backend}.latency.{kind}_ms is not an object")
+                for q in ("p50", "p95", "p99"):
+                    field = f"{backend}.latency.{kind}_ms.{q}"
+                    row[f"{kind}_{q}"] = _number(spread.get(q), where, field)
+            row["meets_target"] = bool(row["total_p95"] < LATENCY_TARGET_MS)  # NaN: False
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=list(LATENCY_COLUMNS))
+    for column in LATENCY_COLUMNS[2:-1]:
+        table[column] = table[column].astype("float64")
+    table["meets_target"] = table["meets_target"].astype(bool)
+    return table
+
+
+def scores_figure(table: pd.DataFrame) -> Figure:
+    """One panel per score, one coloured bar per run/backend: scales differ, so panels do too."""
+    if table.empty:
+        return _message_figure(NO_RUNS)
+    names = _row_names(table)
+    colours = _colours(len(names))
+    figure = Figure(figsize=(12, 7), layout="constrained")
+    axes = figure.subplots(2, 3).ravel()
+    for ax, column in zip(axes, SCORE_COLUMNS, strict=True):
+        values = (
+            table[column].to_numpy(dtype=float) if column in table else np.full(len(names), np.nan)
+        )
+        positions = np.arange(len(names))
+        ax.bar(positions, np.nan_to_num(values), color=colours, width=0.8)
+        ax.set_title(_SCORE_TITLES[column], fontsize=11)
+        ax.set_xticks([])
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        finite = values[np.isfinite(values)]
+        top = float(np.abs(finite).max()) if finite.size else 1.0
+        for x, value in zip(positions, values, strict=True):
+            text = "n/a" if math.isnan(value) else f"{value + 0.0:.2f}".replace("-0.00", "0.00")
+            offset = top * 0.02 if math.isnan(value) or value >= 0 else -top * 0.02
+            ax.text(
+                x,
+                (0.0 if math.isnan(value) else value) + offset,
+                text,
+                ha="center",
+                va="bottom" if offset >= 0 else "top",
+                fontsize=8 if len(names) <= 4 else 7,
+                color="0.4" if math.isnan(value) else "0.1",
+            )
+        low = min(0.0, float(finite.min()) if finite.size else 0.0)
+        high = max(0.0, float(finite.max()) if finite.size else 1.0)
+        margin = (high - low) * 0.15 or 0.1
+        ax.set_ylim(low - (margin if low < 0 else 0.0), high + margin)
+        _narrow(ax, len(names))
+    _legend(figure, names, colours)
+    return figure
+
+
+def latency_figure(table: pd.DataFrame) -> Figure:
+    """P50/P95/P99 total latency per run/backend, in seconds, against the dashed 2 s target."""
+    if table.empty:
+        return _message_figure(NO_RUNS)
+    few = len(table) <= 3  # room for upright two-line labels; more rows get slanted ones
+    names = _row_names(table, separator="\n" if few else ": ")
+    figure = Figure(figsize=(max(6.0, 1.3 * len(names) + 3.0), 4.8), layout="constrained")
+    ax = figure.subplots()
+    positions = np.arange(len(names))
+    width = 0.26
+    seconds = table[["total_p50", "total_p95", "total_p99"]].to_numpy(dtype=float) / 1000.0
+    shades = ("#9ecae1", "#4292c6", "#08519c")
+    for column, (name, shade) in enumerate(zip(("P50", "P95", "P99"), shades, strict=True)):
+        values = seconds[:, column]
+        xs = positions + (column - 1) * width
+        ax.bar(xs, np.nan_to_num(values), width=width, color=shade, label=name)
+        for x, value in zip(xs, values, strict=True):
+            if math.isnan(value):
+                ax.text(x, 0.0, "n/a", ha="center", va="bottom", fontsize=7, color="0.4")
+    target = LATENCY_TARGET_MS / 1000.0
+    ax.axhline(target, color="#d62728", linestyle="--", linewidth=1.5, label=f"{target:g} s target")
+    ax.set_xticks(
+        positions,
+        names,
+        rotation=0 if few else 30,
+        ha="center" if few else "right",
+        fontsize=8,
+    )
+    ax.set_ylabel("total latency (s)")
+    ax.set_title("Total latency per run and backend (lower is better)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    _narrow(ax, len(names))
+    known = seconds[np.isfinite(seconds)]
+    ax.set_ylim(0.0, max(target, float(known.max()) if known.size else 0.0) * 1.2)
+    return figure
+
+
+def _narrow(ax: Any, count: int) -> None:
+    """Keep one or two groups from stretching across the whole panel."""
+    pad = max(0.0, (3 - count) / 2)
+    ax.set_xlim(-0.5 - pad, count - 0.5 + pad)
+
+
+def _row_names(table: pd.DataFrame, separator: str = ": ") -> list[str]:
+    pairs = zip(table["run"], table["backend"], strict=True)
+    return [f"{run}{separator}{backend}" for run, backend in pairs]
+
+
+def _colours(count: int) -> list[str]:
+    palette = (
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    )
+    return [palette[i % len(palette)] for i in range(count)]
+
+
+def _legend(figure: Figure, names: list[str], colours: list[str]) -> None:
+    handles = [Patch(color=colour) for colour in colours]
+    figure.legend(
+        handles,
+        names,
+        loc="outside lower center",
+        ncols=min(4, len(names)),
+        fontsize=9,
+        frameon=False,
+    )
+
+
+def _message_figure(message: str) -> Figure:
+    figure = Figure(figsize=(8, 3))
+    ax = figure.subplots()
+    ax.axis("off")
+    ax.text(
+        0.5,
+        0.5,
+        message,
+        ha="center",
+        va="center",
+        fontsize=14,
+        color="0.35",
+        transform=ax.transAxes,
+    )
+    return figure
+
+
+def _number(value: Any, where: str, field: str) -> float:
+    """A float from the summary; null or missing is NaN, anything else not a number is an error."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DashboardError(f"{where}: {field} is {value!r}, not a number")
+    return float(value)
+
+
+def _count(value: Any, where: str, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DashboardError(f"{where}: {field} is {value!r}, not a count")
+    return value

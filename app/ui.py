@@ -1,0 +1,312 @@
+"""The Gradio page: Compare, Blind A/B, Leaderboard and Eval dashboard tabs.
+
+Handlers are thin: the work lives in `compare`, `votes`, `leaderboard` and `dashboard`, which
+are tested without a browser. Every streaming handler runs on the server's event loop, where the
+suggestion service's HTTP clients live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import tempfile
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+
+from suggestions.contract import LlamaRequest, describe_validation_error, parse_request
+
+from . import dashboard, leaderboard
+from .compare import Column, stream_columns
+from .render import column_html, placeholder_html
+from .runtime import Runtime
+from .votes import Side, Verdict, Vote, VoteError
+
+logger = logging.getLogger(__name__)
+
+TYPES = ("grammar", "clarity", "style")
+EXAMPLES_PER_TYPE = 3
+VOTE_BUTTONS: tuple[tuple[Verdict, str], ...] = (
+    ("a", "A is better"),
+    ("b", "B is better"),
+    ("tie", "Tie"),
+    ("both_bad", "Both bad"),
+)
+
+
+@dataclass(frozen=True)
+class BlindRound:
+    """A blind comparison waiting for its vote; kept in the browser session's state."""
+
+    request: LlamaRequest
+    order: tuple[str, str]
+    columns: tuple[Column, Column]
+    voted: bool = False
+
+
+def build_blocks(runtime: Runtime) -> gr.Blocks:
+    with gr.Blocks(title="Writing suggestions: reviewer app") as blocks:
+        gr.Markdown(
+            "## Writing suggestions: reviewer app\n"
+            "Compare backends on the same text, vote blind, and read the eval runs."
+        )
+        with gr.Tabs():
+            with gr.Tab("Compare", id="compare"):
+                _compare_tab(runtime)
+            with gr.Tab("Blind A/B", id="blind"):
+                _blind_tab(runtime)
+            with gr.Tab("Leaderboard", id="leaderboard") as board_tab:
+                _leaderboard_tab(runtime, board_tab)
+            with gr.Tab("Eval dashboard", id="dashboard") as dash_tab:
+                _dashboard_tab(runtime, dash_tab)
+    blocks.queue(default_concurrency_limit=runtime.config.concurrency)
+    return blocks  # type: ignore[no-any-return]  # gr.Blocks.__enter__ is untyped
+
+
+def _inputs(runtime: Runtime, prefix: str) -> tuple[gr.Textbox, gr.Radio]:
+    """The text box and type selector; `_examples` adds the clickable examples further down."""
+    text = gr.Textbox(
+        label="Text",
+        lines=5,
+        max_length=runtime.config.settings.max_text_chars,
+        placeholder="Paste a sentence or a paragraph.",
+        elem_id=f"{prefix}-text",
+    )
+    kind = gr.Radio(list(TYPES), value="grammar", label="Suggestion type", elem_id=f"{prefix}-type")
+    return text, kind
+
+
+def _examples(runtime: Runtime, text: gr.Textbox, kind: gr.Radio) -> None:
+    examples = load_examples(runtime.config.examples_path)
+    if examples:
+        gr.Examples(examples=examples, inputs=[text, kind], label="Examples", examples_per_page=9)
+
+
+def load_examples(path: Path | None) -> list[list[str]]:
+    """A few texts of each type from the eval set, so a reviewer can start with one click."""
+    if path is None or not path.is_file():
+        return []
+    chosen: dict[str, list[str]] = {kind: [] for kind in TYPES}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        kind = row.get("type")
+        if kind in chosen and len(chosen[kind]) < EXAMPLES_PER_TYPE:
+            chosen[kind].append(row["source"])
+    return [[text, kind] for kind in TYPES for text in chosen[kind]]
+
+
+def _request(runtime: Runtime, text: str, kind: str) -> LlamaRequest:
+    try:
+        return parse_request(
+            {"text": text or "", "type": kind},
+            max_text_chars=runtime.config.settings.max_text_chars,
+        )
+    except ValidationError as exc:
+        raise gr.Error(describe_validation_error(exc), title="Please check the text") from None
+
+
+def _compare_tab(runtime: Runtime) -> None:
+    text, kind = _inputs(runtime, "compare")
+    with gr.Row():
+        run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+    service = runtime.service
+    with gr.Row(equal_height=True):
+        outputs = [
+            gr.HTML(
+                placeholder_html(service.backend(name).label, "Run a comparison to see output."),
+                elem_id=f"column-{name}",
+            )
+            for name in runtime.columns
+        ]
+    last = gr.State(None)
+    _examples(runtime, text, kind)
+
+    async def compare(text: str, kind: str) -> AsyncGenerator[tuple[Any, ...], None]:
+        request = _request(runtime, text, kind)
+        async for columns in stream_columns(service, runtime.columns, request):
+            html = [column_html(column, request.text) for column in columns]
+            yield (*html, (request.text, columns))
+
+    def stopped(state: tuple[str, tuple[Column, ...]] | None) -> list[Any]:
+        if state is None:
+            return [gr.skip() for _ in outputs]
+        source, columns = state
+        return [
+            column_html(column if column.finished else replace(column, status="cancelled"), source)
+            for column in columns
+        ]
+
+    event = run.click(compare, inputs=[text, kind], outputs=[*outputs, last], api_name="compare")
+    stop.click(stopped, inputs=[last], outputs=outputs, cancels=[event], api_name="stop")
+
+
+def _blind_tab(runtime: Runtime) -> None:
+    if len(runtime.columns) < 2:
+        gr.Markdown("Blind A/B needs at least two backends; this app has one column.")
+        return
+    gr.Markdown(
+        "Two backends, drawn at random, answer the same text as **A** and **B**. Both answers "
+        "appear together once both are finished, so speed gives nothing away. Vote, and the "
+        "names are revealed."
+    )
+    text, kind = _inputs(runtime, "blind")
+    start = gr.Button("Get two answers", variant="primary", elem_id="blind-run")
+    status = gr.Markdown(elem_id="blind-status")
+    with gr.Row(equal_height=True):
+        side_a = gr.HTML(placeholder_html("Answer A", "No answer yet."), elem_id="blind-a")
+        side_b = gr.HTML(placeholder_html("Answer B", "No answer yet."), elem_id="blind-b")
+    comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="blind-comment")
+    with gr.Row():
+        buttons = [
+            gr.Button(label, interactive=False, elem_id=f"vote-{verdict}")
+            for verdict, label in VOTE_BUTTONS
+        ]
+    current = gr.State(None)
+    _examples(runtime, text, kind)
+    service = runtime.service
+
+    async def draw(text: str, kind: str) -> AsyncGenerator[tuple[Any, ...], None]:
+        request = _request(runtime, text, kind)
+        order = tuple(random.sample(list(runtime.columns), 2))
+        locked = [gr.update(interactive=False) for _ in buttons]
+        waiting = placeholder_html("…", "Waiting for both answers.")
+        yield ("Both answers are being written…", waiting, waiting, None, *locked)
+        final: tuple[Column, ...] = ()
+        async for columns in stream_columns(service, order, request, use_cache=False):
+            final = columns
+        round_ = BlindRound(request, (order[0], order[1]), (final[0], final[1]))
+        yield (
+            "Which answer is better?",
+            column_html(final[0], request.text, blind_heading="Answer A"),
+            column_html(final[1], request.text, blind_heading="Answer B"),
+            round_,
+            *[gr.update(interactive=True) for _ in buttons],
+        )
+
+    start.click(
+        draw,
+        inputs=[text, kind],
+        outputs=[status, side_a, side_b, current, *buttons],
+        api_name="blind_draw",
+    )
+
+    for (verdict, _), button in zip(VOTE_BUTTONS, buttons, strict=True):
+
+        async def vote(
+            round_: BlindRound | None,
+            note: str,
+            request: gr.Request,
+            verdict: Verdict = verdict,
+        ) -> tuple[Any, ...]:
+            if round_ is None or round_.voted:
+                raise gr.Error("Get two answers first; each pair takes one vote.")
+            record = Vote(
+                session_id=request.session_hash or "unknown",
+                request=round_.request,
+                a=_side(round_.columns[0]),
+                b=_side(round_.columns[1]),
+                verdict=verdict,
+                comment=(note or "").strip(),
+            )
+            try:
+                vote_id = await asyncio.to_thread(runtime.votes.record, record)
+            except VoteError as exc:
+                raise gr.Error(str(exc)) from None
+            source = round_.request.text
+            reveal = (
+                f"Vote saved (#{vote_id}). **A** was {round_.columns[0].label}; "
+                f"**B** was {round_.columns[1].label}."
+            )
+            return (
+                reveal,
+                column_html(round_.columns[0], source),
+                column_html(round_.columns[1], source),
+                replace(round_, voted=True),
+                "",
+                *[gr.update(interactive=False) for _ in buttons],
+            )
+
+        button.click(
+            vote,
+            inputs=[current, comment],
+            outputs=[status, side_a, side_b, current, comment, *buttons],
+            api_name=f"vote_{verdict}",
+        )
+
+
+def _side(column: Column) -> Side:
+    response = column.response
+    return Side(
+        backend=column.backend,
+        model_id=column.model_id,
+        label=column.label,
+        output=response.revised_text if response is not None else "",
+        latency_ms=response.latency_ms if response is not None else column.elapsed_ms,
+        ttft_ms=column.ttft_ms,
+        error=column.error,
+    )
+
+
+def _leaderboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
+    gr.Markdown(
+        "Win rate counts a tie or a 'both bad' as half a win; the interval is a 95% Wilson "
+        "interval. The rating is a Bradley-Terry fit on an Elo-like scale (mean 1000), with a "
+        "bootstrap interval."
+    )
+    refresh = gr.Button("Refresh", elem_id="leaderboard-refresh")
+    table = gr.Dataframe(label="Leaderboard", interactive=False, elem_id="leaderboard-table")
+    with gr.Row():
+        board_csv = gr.DownloadButton("Download leaderboard CSV", elem_id="leaderboard-csv")
+        votes_csv = gr.DownloadButton("Download votes CSV", elem_id="votes-csv")
+
+    async def load() -> tuple[Any, str, str]:
+        votes = await asyncio.to_thread(runtime.votes.votes)
+        board = leaderboard.leaderboard(votes)
+        folder = Path(tempfile.mkdtemp(prefix="leaderboard-"))
+        board_path = leaderboard.export_csv(board, folder / "leaderboard.csv")
+        votes_path = await asyncio.to_thread(runtime.votes.export_csv, folder / "votes.csv")
+        return board.round(3), str(board_path), str(votes_path)
+
+    refresh.click(load, outputs=[table, board_csv, votes_csv], api_name="leaderboard")
+    tab.select(load, outputs=[table, board_csv, votes_csv])
+
+
+def _dashboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
+    root = runtime.config.eval_runs_dir
+    gr.Markdown(
+        f"Eval run folders under `{root}` (written by `python -m eval run`). Latency target: "
+        f"P95 total under {dashboard.LATENCY_TARGET_MS / 1000:.0f} s."
+    )
+    refresh = gr.Button("Refresh", elem_id="dashboard-refresh")
+    note = gr.Markdown()
+    scores = gr.Dataframe(label="Scores per backend", interactive=False)
+    scores_plot = gr.Plot(label="Scores")
+    latency = gr.Dataframe(label="Latency percentiles (ms)", interactive=False)
+    latency_plot = gr.Plot(label="Latency")
+
+    def load() -> tuple[Any, ...]:
+        try:
+            runs = dashboard.find_runs(root)
+            score_table = dashboard.scores_table(runs)
+            latency_table = dashboard.latency_table(runs)
+        except dashboard.DashboardError as exc:
+            raise gr.Error(str(exc)) from None
+        message = f"{len(runs)} run(s) found." if runs else f"No eval runs found under `{root}`."
+        return (
+            message,
+            score_table.round(3),
+            dashboard.scores_figure(score_table),
+            latency_table.round(1),
+            dashboard.latency_figure(latency_table),
+        )
+
+    outputs = [note, scores, scores_plot, latency, latency_plot]
+    refresh.click(load, outputs=outputs, api_name="dashboard")
+    tab.select(load, outputs=outputs)

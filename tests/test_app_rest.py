@@ -1,0 +1,162 @@
+"""The app's REST API over real HTTP: JSON and SSE answers from a real tiny model behind our model
+service, and a clear error for each kind of bad input or failure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.config import AppConfig
+from modal_backend.engines.transformers_engine import TransformersEngine
+from suggestions.backends import MockBackend
+from tests.app_support import TINY_MODEL_ID, app_config, running_app, tiny_model_backend
+from tests.model_service_support import (
+    GRAMMAR_ANSWER,
+    GRAMMAR_REQUEST,
+    running_service,
+    tiny_model_dir,
+)
+
+APP_KEY = "app-key-51c2"
+
+
+@pytest.fixture(scope="module")
+def model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "taught")
+    engine = TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
+    with running_service(engine) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
+    return app_config(tmp_path_factory.mktemp("app"), ("custom", "broken", "mock"))
+
+
+@pytest.fixture(scope="module")
+def app_url(model_url: str, config: AppConfig) -> Iterator[str]:
+    backends = {
+        "custom": tiny_model_backend(model_url),
+        "broken": MockBackend(name="broken", fail_after=1),
+        "mock": MockBackend(),
+    }
+    with running_app(config, backends) as url:
+        yield url
+
+
+def suggest_url(app_url: str, manuscript: str = "ms-42", backend: str | None = None) -> str:
+    query = f"?backend={backend}" if backend else ""
+    return f"{app_url}/api/manuscripts/{manuscript}/suggest{query}"
+
+
+BODY = {"text": GRAMMAR_REQUEST.text, "type": "grammar"}
+
+
+def test_json_answer_comes_from_the_model(app_url: str) -> None:
+    response = httpx.post(suggest_url(app_url), json=BODY, timeout=60)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["revised_text"] == GRAMMAR_ANSWER
+    assert answer["backend"] == "custom"
+    assert answer["model_id"] == TINY_MODEL_ID
+    assert [(s["original"], s["replacement"], s["start"]) for s in answer["suggestions"]] == [
+        ("go", "went", 4)
+    ]
+    assert answer["usage"]["completion_tokens"] > 0
+
+
+def test_sse_streams_deltas_then_the_final_response(app_url: str) -> None:
+    events: list[tuple[str, dict[str, object]]] = []
+    with httpx.stream(
+        "POST",
+        suggest_url(app_url, manuscript="ms-sse"),
+        json={**BODY, "manuscript_id": "ms-sse"},
+        headers={"Accept": "text/event-stream"},
+        timeout=60,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    names = [name for name, _ in events]
+    assert names[-1] == "response" and set(names[:-1]) == {"delta"}
+    assert "".join(str(data["text"]) for _, data in events[:-1]).strip() == GRAMMAR_ANSWER
+    assert events[-1][1]["revised_text"] == GRAMMAR_ANSWER
+
+
+def test_a_failing_backend_gets_a_clear_error_in_json_and_in_sse(app_url: str) -> None:
+    response = httpx.post(suggest_url(app_url, backend="broken"), json=BODY)
+    assert response.status_code == 502
+    assert response.json()["error"] == {
+        "kind": "interrupted",
+        "message": "The suggestion was interrupted before it finished. Please try again.",
+    }
+    streamed = httpx.post(
+        suggest_url(app_url, backend="broken"),
+        json=BODY,
+        headers={"Accept": "text/event-stream"},
+    )
+    assert streamed.status_code == 200
+    assert "event: delta" in streamed.text
+    assert streamed.text.rstrip().splitlines()[-2] == "event: error"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"text": "", "type": "grammar"}, 422, "text"),
+        ({"text": "Fine.", "type": "poetry"}, 422, "type"),
+        ({"text": 42, "type": "grammar"}, 422, "text"),
+        ({"text": "Fine.", "type": "grammar", "manuscript_id": "other"}, 422, "does not match"),
+        ([1, 2], 422, "JSON object"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(app_url: str, body: object, status: int, words: str) -> None:
+    response = httpx.post(suggest_url(app_url), json=body)
+    assert response.status_code == status
+    assert words in response.json()["error"]["message"]
+
+
+def test_invalid_json_oversized_text_and_unknown_backend(app_url: str, config: AppConfig) -> None:
+    bad = httpx.post(suggest_url(app_url), content=b"{not json", headers={"content-type": "x"})
+    assert bad.status_code == 400
+    huge = {"text": "a" * (config.settings.max_text_chars + 1), "type": "grammar"}
+    too_long = httpx.post(suggest_url(app_url), json=huge)
+    assert too_long.status_code == 422
+    assert "limit" in too_long.json()["error"]["message"]
+    enormous = httpx.post(suggest_url(app_url), content=b"x" * 2_000_000)
+    assert enormous.status_code == 413
+    unknown = httpx.post(suggest_url(app_url, backend="nope"), json=BODY)
+    assert unknown.status_code == 404
+    assert "nope" in unknown.json()["error"]["message"]
+
+
+def test_healthz_lists_the_backends(app_url: str) -> None:
+    health = httpx.get(f"{app_url}/healthz").json()
+    assert health["status"] == "ok"
+    assert health["columns"] == ["custom", "broken", "mock"]
+    assert health["backends"]["custom"]["model_id"] == TINY_MODEL_ID
+
+
+def test_an_api_key_when_configured_is_required(tmp_path: Path) -> None:
+    config = app_config(tmp_path, ("mock",), api_key=APP_KEY)
+    with running_app(config, {"mock": MockBackend()}) as url:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": APP_KEY}):
+            refused = httpx.post(suggest_url(url, backend="mock"), json=BODY, headers=headers)
+            assert refused.status_code == 401
+            assert APP_KEY not in refused.text
+        allowed = httpx.post(
+            suggest_url(url, backend="mock"),
+            json=BODY,
+            headers={"Authorization": f"Bearer {APP_KEY}"},
+        )
+        assert allowed.status_code == 200
+        assert allowed.json()["revised_text"] == "She went to school yesterday."

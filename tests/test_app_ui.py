@@ -1,0 +1,156 @@
+"""The Gradio page, driven two ways: `gradio_client` calls the compare endpoint, and a real
+headless Chromium runs a comparison and a blind vote like a reviewer would.
+
+The custom column is a real tiny model behind our model service; the others are mocks (one slow,
+one failing), so every outcome a reviewer can see appears on the page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from app.config import AppConfig
+from app.votes import VoteStore
+from modal_backend.engines.transformers_engine import TransformersEngine
+from suggestions.backends import MockBackend
+from suggestions.errors import StreamInterrupted
+from tests.app_support import TINY_MODEL_ID, app_config, running_app, tiny_model_backend
+from tests.model_service_support import (
+    GRAMMAR_ANSWER,
+    GRAMMAR_REQUEST,
+    running_service,
+    tiny_model_dir,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).parent.parent / "artifacts"))
+STATUS = re.compile(r'data-status="(\w+)"')
+
+
+@pytest.fixture(scope="module")
+def model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "taught")
+    engine = TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
+    with running_service(engine) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
+    return app_config(tmp_path_factory.mktemp("app"), ("custom", "mock", "broken"))
+
+
+@pytest.fixture(scope="module")
+def app_url(model_url: str, config: AppConfig) -> Iterator[str]:
+    backends = {
+        "custom": tiny_model_backend(model_url),
+        "mock": MockBackend(first_token_delay_s=0.4, label="mock: slow"),
+        "broken": MockBackend(name="broken", fail_after=1, label="mock: always fails"),
+    }
+    with running_app(config, backends) as url:
+        yield url
+
+
+def statuses(outputs: tuple[object, ...] | list[object]) -> list[str]:
+    return [STATUS.findall(str(html))[0] for html in outputs[:3]]
+
+
+def test_gradio_client_streams_every_column_to_the_end(app_url: str) -> None:
+    client = Client(app_url, verbose=False)
+    job = client.submit(GRAMMAR_REQUEST.text, "grammar", api_name="/compare")
+    updates = list(job)
+    final = job.outputs()[-1]
+    assert statuses(final) == ["done", "done", "failed"]
+    assert "<ins>went</ins>" in final[0]
+    assert StreamInterrupted.user_message in final[2]
+    # It streamed: the fast columns were finished while the slow mock was still waiting.
+    assert len(updates) > 2
+    assert any(
+        statuses(update)[0] == "done" and statuses(update)[1] == "waiting" for update in updates
+    )
+    client.close()
+
+
+def test_empty_text_is_refused_with_a_message(app_url: str) -> None:
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="text"):
+        client.predict("   ", "grammar", api_name="/compare")
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does this)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        yield chromium
+        chromium.close()
+
+
+def test_a_reviewer_compares_then_votes_blind_in_a_real_browser(
+    browser: object, app_url: str, config: AppConfig
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(app_url)
+
+    page.locator("#compare-text textarea").fill(GRAMMAR_REQUEST.text)
+    page.locator("#compare-run").click()
+    for name, status in (("custom", "done"), ("mock", "done"), ("broken", "failed")):
+        expect(page.locator(f'#column-{name} [data-status="{status}"]')).to_be_visible()
+    custom = page.locator("#column-custom")
+    expect(custom.locator("ins")).to_contain_text(["went"])
+    expect(custom).to_contain_text(TINY_MODEL_ID)
+    expect(page.locator("#column-broken")).to_contain_text(StreamInterrupted.user_message)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+
+    page.get_by_role("tab", name="Blind A/B").click()
+    page.locator("#blind-text textarea").fill(GRAMMAR_REQUEST.text)
+    page.locator("#blind-run").click()
+    expect(page.locator("#blind-status")).to_contain_text("Which answer is better?")
+    expect(page.locator("#blind-a")).to_contain_text("Answer A")
+    page.locator("#blind-comment textarea").fill("A reads better.")
+    page.locator("#vote-a").click()
+    expect(page.locator("#blind-status")).to_contain_text("Vote saved")
+    page.screenshot(path=str(ARTIFACTS / "app-blind-vote.png"), full_page=True)
+    page.close()
+
+    votes = VoteStore(config.votes_path).votes()
+    assert len(votes) == 1
+    vote = votes[0]
+    assert vote.verdict == "a"
+    assert vote.comment == "A reads better."
+    assert vote.request.text == GRAMMAR_REQUEST.text
+    assert {vote.a.backend, vote.b.backend} <= {"custom", "mock", "broken"}
+    assert vote.a.backend != vote.b.backend
+    for side in (vote.a, vote.b):
+        if side.backend == "custom":
+            assert side.output == GRAMMAR_ANSWER
+        if side.backend == "broken":
+            assert side.error == StreamInterrupted.user_message
+        else:
+            assert side.latency_ms is not None and side.latency_ms > 0
