@@ -7,8 +7,10 @@ one failing), so every outcome a reviewer can see appears on the page.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from gradio_client import Client
 
 from app.config import AppConfig
-from app.votes import VoteStore
+from app.votes import Side, VoteStore
 from modal_backend.engines.transformers_engine import TransformersEngine
 from suggestions.backends import MockBackend
 from suggestions.errors import StreamInterrupted
@@ -137,10 +139,22 @@ def test_a_reviewer_compares_then_votes_blind_in_a_real_browser(
     page.locator("#vote-a").click()
     expect(page.locator("#blind-status")).to_contain_text("Vote saved")
     page.screenshot(path=str(ARTIFACTS / "app-blind-vote.png"), full_page=True)
+
+    page.get_by_role("tab", name="Leaderboard").click()
+    table = page.locator("#leaderboard-table")
+    systems = [f"{side.backend}: {side.model_id}" for side in vote_sides(config)]
+    for system in systems:
+        expect(table).to_contain_text(system)
+
+    write_eval_run(config.eval_runs_dir / "nightly-42")
+    page.get_by_role("tab", name="Eval dashboard").click()
+    expect(page.get_by_text("1 run(s) found.")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("nightly-42")
+    page.screenshot(path=str(ARTIFACTS / "app-dashboard.png"), full_page=True)
     page.close()
 
     votes = VoteStore(config.votes_path).votes()
-    assert len(votes) == 1
+    assert len(votes) == 1, "the browser voted once; the leaderboard read that one vote"
     vote = votes[0]
     assert vote.verdict == "a"
     assert vote.comment == "A reads better."
@@ -154,3 +168,69 @@ def test_a_reviewer_compares_then_votes_blind_in_a_real_browser(
             assert side.error == StreamInterrupted.user_message
         else:
             assert side.latency_ms is not None and side.latency_ms > 0
+
+
+def vote_sides(config: AppConfig) -> tuple[Side, Side]:
+    (vote,) = VoteStore(config.votes_path).votes()
+    return (vote.a, vote.b)
+
+
+def write_eval_run(folder: Path) -> None:
+    """A run folder as `python -m eval run` leaves it (only what the dashboard reads)."""
+    folder.mkdir(parents=True)
+    summary = {
+        "run": folder.name,
+        "dataset": "datasets/eval/writing-eval-v1.jsonl",
+        "backends": {
+            "custom": {
+                "model_id": TINY_MODEL_ID,
+                "label": "tiny Llama",
+                "examples": 175,
+                "errors": 0,
+                "error_rate": 0.0,
+                "metrics": {"gleu": 0.61, "errant_f05": 0.55, "meaning_similarity": 0.93},
+                "latency": {
+                    "ttft_ms": {"p50": 120.0, "p90": 180.0, "p95": 210.0, "p99": 300.0},
+                    "total_ms": {"p50": 900.0, "p90": 1500.0, "p95": 1800.0, "p99": 2600.0},
+                },
+            }
+        },
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def rambling_engine(tmp_path_factory: pytest.TempPathFactory) -> TransformersEngine:
+    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "rambling")
+    return TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
+
+
+def test_the_stop_button_stops_generation_on_the_model_server(
+    browser: object, rambling_engine: TransformersEngine, tmp_path: Path
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    config = app_config(tmp_path, ("custom", "mock"))
+    with (
+        running_service(rambling_engine) as model_url,
+        running_app(
+            config, {"custom": tiny_model_backend(model_url), "mock": MockBackend()}
+        ) as url,
+    ):
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.locator("#compare-text textarea").fill("word " * 400)  # room for many tokens
+        page.locator("#compare-run").click()
+        expect(page.locator('#column-custom [data-status="streaming"]')).to_be_visible()
+        before = rambling_engine.tokens_generated
+        page.locator("#compare-stop").click()
+        expect(page.locator('#column-custom [data-status="cancelled"]')).to_be_visible()
+        expect(page.locator("#column-custom")).to_contain_text("stopped")
+        time.sleep(1.0)
+        settled = rambling_engine.tokens_generated
+        time.sleep(0.5)
+        assert rambling_engine.tokens_generated == settled, "generation went on after Stop"
+        assert settled - before < 1500
+        page.close()
