@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import logging
 import secrets
+import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from pydantic import SecretStr
 
 from suggestions.errors import ConfigurationError
 
-from .config import AppConfig
+from .config import AppConfig, parse_columns
 
 LOCAL_LABELS = {
     "custom": "local stand-in: Qwen2.5-Coder-1.5B, task prompt",
@@ -55,25 +57,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model call is noise
-    overrides: dict[str, Any] = {}
-    if args.columns:
-        overrides["columns"] = tuple(name.strip() for name in args.columns.split(","))
+    _exit_cleanly_on(signal.SIGTERM, signal.SIGHUP)
     with ExitStack() as stack:
         try:
+            overrides: dict[str, Any] = {}
+            if args.columns:
+                overrides["columns"] = parse_columns(args.columns, "--columns")
             config = AppConfig.from_env(**overrides)
-            if config.settings.modal_llama_url is None and not args.no_local_model:
+            needs_model = {"custom", "baseline"} & set(config.columns)
+            if config.settings.modal_llama_url is None and needs_model and not args.no_local_model:
                 config = _with_local_model(config, args.local_model, stack)
             from .web import create_web_app
 
             web_app = create_web_app(config)
-        except (ConfigurationError, RuntimeError, TimeoutError) as exc:
+        except (ConfigurationError, RuntimeError, TimeoutError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            return 130
         import uvicorn
 
         print(f"Reviewer app: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
         uvicorn.run(web_app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _exit_cleanly_on(*signals: signal.Signals) -> None:
+    """Turn these signals into SystemExit, so the local model server is stopped on the way out.
+
+    uvicorn handles SIGTERM itself, then re-raises it once it has shut down; by default that
+    would kill this process before the cleanup runs and leave the model server behind.
+    """
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    for each in signals:
+        signal.signal(each, leave)
 
 
 def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppConfig:
@@ -102,16 +122,16 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
     health = server.start(timeout_s=300)
     model_id = str(health.get("model") or LOCAL_DEFAULT.model_id)
     key = SecretStr(server.api_key)
-    settings = config.settings.model_copy(
-        update={
-            "modal_llama_url": server.url,
-            "modal_api_key": key,
-            "modal_llama_model": model_id,
-            "baseline_url": server.url,
-            "baseline_api_key": key,
-            "baseline_model": model_id,
-        }
-    )
+    update: dict[str, Any] = {
+        "modal_llama_url": server.url,
+        "modal_api_key": key,
+        "modal_llama_model": model_id,
+    }
+    if config.settings.baseline_url is None:  # a configured baseline is kept as it is
+        update |= {"baseline_url": server.url, "baseline_api_key": key, "baseline_model": model_id}
+    else:
+        labels = {"custom": labels["custom"]}
+    settings = config.settings.model_copy(update=update)
     labels = {**labels, **config.labels}
     return AppConfig(**{**config.__dict__, "settings": settings, "labels": labels})
 

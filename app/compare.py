@@ -28,6 +28,7 @@ Status = Literal["waiting", "streaming", "done", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[Status] = frozenset({"done", "failed", "cancelled"})
 # While anything is still running, the clocks in the UI move at least this often.
 TICK_S = 0.1
+LOST = "This backend stopped without an answer."
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,18 @@ async def stream_columns(
     try:
         yield tuple(columns)
         while not all(column.finished for column in columns):
-            try:
-                first = await asyncio.wait_for(events.get(), timeout=TICK_S)
-                batch = [first]
-                while not events.empty():
-                    batch.append(events.get_nowait())
-            except TimeoutError:
-                batch = []
+            batch: list[_Event] = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_S):
+                    batch.append(await events.get())
+            while not events.empty():
+                batch.append(events.get_nowait())
             now_ms = (clock() - started) * 1000
             for event in batch:
                 columns[event.index] = _apply(columns[event.index], event, now_ms)
+            for index, task in enumerate(tasks):  # a task that ended without a word failed
+                if task.done() and events.empty() and not columns[index].finished:
+                    columns[index] = _apply(columns[index], _Event(index, error=LOST), now_ms)
             columns = [
                 column if column.finished else replace(column, elapsed_ms=now_ms)
                 for column in columns
@@ -120,9 +123,9 @@ async def stream_columns(
     finally:
         for task in tasks:
             task.cancel()
-        # Wait, so each upstream stream is really closed before the caller moves on.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Wait, so each upstream stream is really closed before the caller moves on. A cancel
+        # aimed at the caller while waiting still reaches it.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _apply(column: Column, event: _Event, now_ms: float) -> Column:

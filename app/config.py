@@ -47,6 +47,11 @@ class AppConfig:
             raise ConfigurationError(f"a column is listed twice in {', '.join(self.columns)}")
         if self.concurrency < 1:
             raise ConfigurationError("APP_CONCURRENCY must be at least 1")
+        if self.settings.is_production and not self.api_key:
+            raise ConfigurationError(
+                "APP_API_KEY is not set. In production the REST API must not be open: set it to "
+                "the key the editor sends as 'Authorization: Bearer <key>'."
+            )
 
     @property
     def votes_path(self) -> Path:
@@ -58,14 +63,7 @@ class AppConfig:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {"settings": Settings()}
         if columns := env.get("APP_COLUMNS", "").strip():
-            names = tuple(name.strip() for name in columns.split(",") if name.strip())
-            unknown = [name for name in names if name not in BACKEND_NAMES]
-            if unknown:
-                raise ConfigurationError(
-                    f"APP_COLUMNS names unknown backends {', '.join(unknown)}: "
-                    f"choose from {', '.join(BACKEND_NAMES)}"
-                )
-            values["columns"] = names
+            values["columns"] = parse_columns(columns, "APP_COLUMNS")
         if path := env.get("APP_VOTES_DB"):
             values["votes_db"] = Path(path)
         if path := env.get("APP_EVAL_RUNS"):
@@ -84,3 +82,15 @@ class AppConfig:
                 raise ConfigurationError("APP_CONCURRENCY must be a whole number") from None
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_columns(text: str, source: str) -> tuple[str, ...]:
+    """A comma-separated list of configured backends; `source` names where it came from."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in BACKEND_NAMES]
+    if unknown:
+        raise ConfigurationError(
+            f"{source} names unknown backends {', '.join(unknown)}: "
+            f"choose from {', '.join(BACKEND_NAMES)}"
+        )
+    return names

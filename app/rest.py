@@ -57,7 +57,8 @@ class RestError(Exception):
 
 def rest_router(runtime: Runtime) -> APIRouter:
     router = APIRouter()
-    max_body = runtime.config.settings.max_text_chars * 8 + 64_000  # UTF-8 and JSON escapes
+    # text and context at the limit, each character at worst a 12-byte JSON escape pair
+    max_body = runtime.config.settings.max_text_chars * 2 * 12 + 64_000
 
     @router.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -109,9 +110,13 @@ async def _read_request(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body:
         raise RestError(413, "too_large", "The request is too large. Send a shorter passage.")
-    body = await request.body()
-    if len(body) > max_body:
-        raise RestError(413, "too_large", "The request is too large. Send a shorter passage.")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: no Content-Length is needed
+        size += len(chunk)
+        if size > max_body:
+            raise RestError(413, "too_large", "The request is too large. Send a shorter passage.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         data = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -123,7 +128,7 @@ async def _read_request(
         raise RestError(
             422,
             "invalid_request",
-            f"manuscript_id in the body ({given!r}) does not match the URL ({manuscript_id!r}).",
+            "manuscript_id in the body does not match the one in the URL; send it in one place.",
         )
     try:
         return parse_request(

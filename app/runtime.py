@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from suggestions.backends import Backend, build_backends
 from suggestions.cache import SessionCache
@@ -19,9 +20,15 @@ class Runtime:
     config: AppConfig
     service: SuggestionService
     votes: VoteStore
+    rng: random.Random = field(default_factory=random.Random)  # draws blind pairs; seedable
 
     @classmethod
-    def build(cls, config: AppConfig, backends: Mapping[str, Backend] | None = None) -> Runtime:
+    def build(
+        cls,
+        config: AppConfig,
+        backends: Mapping[str, Backend] | None = None,
+        rng: random.Random | None = None,
+    ) -> Runtime:
         """Backends come from the settings unless given (tests, benchmarks, the local default)."""
         settings = config.settings
         chosen = (
@@ -38,7 +45,8 @@ class Runtime:
             cache=SessionCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries),
             usage=UsageStore(settings.usage_db_path),
         )
-        return cls(config=config, service=service, votes=VoteStore(config.votes_path))
+        votes = VoteStore(config.votes_path)
+        return cls(config=config, service=service, votes=votes, rng=rng or random.Random())
 
     @property
     def columns(self) -> tuple[str, ...]:

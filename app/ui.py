@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import tempfile
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import gradio as gr
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ from . import dashboard, leaderboard
 from .compare import Column, stream_columns
 from .render import column_html, placeholder_html
 from .runtime import Runtime
-from .votes import Side, Verdict, Vote, VoteError
+from .votes import MAX_COMMENT_CHARS, Side, Verdict, Vote, VoteError
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,12 @@ class BlindRound:
     request: LlamaRequest
     order: tuple[str, str]
     columns: tuple[Column, Column]
-    voted: bool = False
+    round_id: str
 
 
 def build_blocks(runtime: Runtime) -> gr.Blocks:
-    with gr.Blocks(title="Writing suggestions: reviewer app") as blocks:
+    # Gradio copies every downloaded file into its cache; an hourly sweep keeps that bounded.
+    with gr.Blocks(title="Writing suggestions: reviewer app", delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
             "## Writing suggestions: reviewer app\n"
             "Compare backends on the same text, vote blind, and read the eval runs."
@@ -125,26 +126,32 @@ def _compare_tab(runtime: Runtime) -> None:
             )
             for name in runtime.columns
         ]
-    last = gr.State(None)
     _examples(runtime, text, kind)
+    # Sessions whose reviewer pressed Stop. The running comparison sees the request at its next
+    # snapshot (at most a tick later), shows what it has, marks the rest stopped and ends
+    # normally; Gradio's own `cancels` raced the last update and could leave a column stale.
+    stop_requests: set[str] = set()
 
-    async def compare(text: str, kind: str) -> AsyncGenerator[tuple[Any, ...], None]:
+    async def compare(
+        text: str, kind: str, session: gr.Request
+    ) -> AsyncGenerator[tuple[Any, ...], None]:
         request = _request(runtime, text, kind)
-        async for columns in stream_columns(service, runtime.columns, request):
-            html = [column_html(column, request.text) for column in columns]
-            yield (*html, (request.text, columns))
+        key = session.session_hash or ""
+        stop_requests.discard(key)
+        # Closed explicitly, so a Stop or a closed tab closes every upstream stream at once.
+        async with aclosing(stream_columns(service, runtime.columns, request)) as stream:
+            async for columns in stream:
+                if key in stop_requests:
+                    stop_requests.discard(key)
+                    yield tuple(column_html(stopped(c), request.text) for c in columns)
+                    return
+                yield tuple(column_html(column, request.text) for column in columns)
 
-    def stopped(state: tuple[str, tuple[Column, ...]] | None) -> list[Any]:
-        if state is None:
-            return [gr.skip() for _ in outputs]
-        source, columns = state
-        return [
-            column_html(column if column.finished else replace(column, status="cancelled"), source)
-            for column in columns
-        ]
+    def request_stop(session: gr.Request) -> None:
+        stop_requests.add(session.session_hash or "")
 
-    event = run.click(compare, inputs=[text, kind], outputs=[*outputs, last], api_name="compare")
-    stop.click(stopped, inputs=[last], outputs=outputs, cancels=[event], api_name="stop")
+    run.click(compare, inputs=[text, kind], outputs=outputs, api_name="compare")
+    stop.click(request_stop, api_name="stop", concurrency_limit=None)
 
 
 def _blind_tab(runtime: Runtime) -> None:
@@ -162,7 +169,12 @@ def _blind_tab(runtime: Runtime) -> None:
     with gr.Row(equal_height=True):
         side_a = gr.HTML(placeholder_html("Answer A", "No answer yet."), elem_id="blind-a")
         side_b = gr.HTML(placeholder_html("Answer B", "No answer yet."), elem_id="blind-b")
-    comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="blind-comment")
+    comment = gr.Textbox(
+        label="Comment (optional)",
+        lines=2,
+        max_length=MAX_COMMENT_CHARS,
+        elem_id="blind-comment",
+    )
     with gr.Row():
         buttons = [
             gr.Button(label, interactive=False, elem_id=f"vote-{verdict}")
@@ -171,23 +183,32 @@ def _blind_tab(runtime: Runtime) -> None:
     current = gr.State(None)
     _examples(runtime, text, kind)
     service = runtime.service
+    voted_rounds: set[str] = set()  # shared by every session: a round id is drawn only once
 
     async def draw(text: str, kind: str) -> AsyncGenerator[tuple[Any, ...], None]:
         request = _request(runtime, text, kind)
-        order = tuple(random.sample(list(runtime.columns), 2))
+        order = tuple(runtime.rng.sample(list(runtime.columns), 2))
         locked = [gr.update(interactive=False) for _ in buttons]
         waiting = placeholder_html("…", "Waiting for both answers.")
         yield ("Both answers are being written…", waiting, waiting, None, *locked)
         final: tuple[Column, ...] = ()
-        async for columns in stream_columns(service, order, request, use_cache=False):
-            final = columns
-        round_ = BlindRound(request, (order[0], order[1]), (final[0], final[1]))
+        async with aclosing(stream_columns(service, order, request, use_cache=False)) as stream:
+            async for columns in stream:
+                final = columns
+        round_ = BlindRound(request, (order[0], order[1]), (final[0], final[1]), uuid4().hex)
+        failed = [c for c in final if c.status == "failed"]
+        # A pair where a backend failed says nothing about quality; it is not put to a vote.
+        prompt = (
+            "One answer failed, so this pair cannot be judged. Get two new answers."
+            if failed
+            else "Which answer is better?"
+        )
         yield (
-            "Which answer is better?",
+            prompt,
             column_html(final[0], request.text, blind_heading="Answer A"),
             column_html(final[1], request.text, blind_heading="Answer B"),
             round_,
-            *[gr.update(interactive=True) for _ in buttons],
+            *[gr.update(interactive=not failed) for _ in buttons],
         )
 
     start.click(
@@ -205,10 +226,14 @@ def _blind_tab(runtime: Runtime) -> None:
             request: gr.Request,
             verdict: Verdict = verdict,
         ) -> tuple[Any, ...]:
-            if round_ is None or round_.voted:
+            if round_ is None or round_.round_id in voted_rounds:
                 raise gr.Error("Get two answers first; each pair takes one vote.")
+            if any(column.status != "done" for column in round_.columns):
+                raise gr.Error("One answer failed, so this pair cannot be judged.")
+            # Claimed before any await: the four buttons are separate events that may run at once.
+            voted_rounds.add(round_.round_id)
             record = Vote(
-                session_id=request.session_hash or "unknown",
+                session_id=request.username or request.session_hash or "unknown",
                 request=round_.request,
                 a=_side(round_.columns[0]),
                 b=_side(round_.columns[1]),
@@ -218,6 +243,7 @@ def _blind_tab(runtime: Runtime) -> None:
             try:
                 vote_id = await asyncio.to_thread(runtime.votes.record, record)
             except VoteError as exc:
+                voted_rounds.discard(round_.round_id)
                 raise gr.Error(str(exc)) from None
             source = round_.request.text
             reveal = (
@@ -228,7 +254,7 @@ def _blind_tab(runtime: Runtime) -> None:
                 reveal,
                 column_html(round_.columns[0], source),
                 column_html(round_.columns[1], source),
-                replace(round_, voted=True),
+                round_,
                 "",
                 *[gr.update(interactive=False) for _ in buttons],
             )
@@ -239,6 +265,10 @@ def _blind_tab(runtime: Runtime) -> None:
             outputs=[status, side_a, side_b, current, comment, *buttons],
             api_name=f"vote_{verdict}",
         )
+
+
+def stopped(column: Column) -> Column:
+    return column if column.finished else replace(column, status="cancelled")
 
 
 def _side(column: Column) -> Side:
@@ -266,16 +296,19 @@ def _leaderboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
         board_csv = gr.DownloadButton("Download leaderboard CSV", elem_id="leaderboard-csv")
         votes_csv = gr.DownloadButton("Download votes CSV", elem_id="votes-csv")
 
-    async def load() -> tuple[Any, str, str]:
-        votes = await asyncio.to_thread(runtime.votes.votes)
-        board = leaderboard.leaderboard(votes)
-        folder = Path(tempfile.mkdtemp(prefix="leaderboard-"))
-        board_path = leaderboard.export_csv(board, folder / "leaderboard.csv")
-        votes_path = await asyncio.to_thread(runtime.votes.export_csv, folder / "votes.csv")
+    exports = runtime.config.settings.state_dir / "exports"
+
+    def load() -> tuple[Any, str, str]:
+        """Synchronous on purpose: Gradio runs it in a worker thread, so fitting the ratings
+        never stalls the columns streaming for other reviewers."""
+        board = leaderboard.leaderboard(runtime.votes.votes())
+        board_path = leaderboard.export_csv(board, exports / "leaderboard.csv")
+        votes_path = runtime.votes.export_csv(exports / "votes.csv")
         return board.round(3), str(board_path), str(votes_path)
 
-    refresh.click(load, outputs=[table, board_csv, votes_csv], api_name="leaderboard")
-    tab.select(load, outputs=[table, board_csv, votes_csv])
+    outputs = [table, board_csv, votes_csv]
+    refresh.click(load, outputs=outputs, api_name="leaderboard", concurrency_limit=1)
+    tab.select(load, outputs=outputs, api_visibility="private", concurrency_limit=1)
 
 
 def _dashboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
@@ -292,13 +325,21 @@ def _dashboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
     latency_plot = gr.Plot(label="Latency")
 
     def load() -> tuple[Any, ...]:
-        try:
-            runs = dashboard.find_runs(root)
-            score_table = dashboard.scores_table(runs)
-            latency_table = dashboard.latency_table(runs)
-        except dashboard.DashboardError as exc:
-            raise gr.Error(str(exc)) from None
+        runs, broken = [], []
+        for run in dashboard.find_runs(root):
+            try:  # one half-written or damaged run must not hide the others
+                dashboard.scores_table([run])
+                dashboard.latency_table([run])
+            except dashboard.DashboardError as exc:
+                logger.warning("dashboard: %s", exc)
+                broken.append(run.name)
+            else:
+                runs.append(run)
+        score_table = dashboard.scores_table(runs)
+        latency_table = dashboard.latency_table(runs)
         message = f"{len(runs)} run(s) found." if runs else f"No eval runs found under `{root}`."
+        if broken:
+            message += f" Skipped, unreadable: {', '.join(broken)} (details in the log)."
         return (
             message,
             score_table.round(3),
@@ -309,4 +350,4 @@ def _dashboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
 
     outputs = [note, scores, scores_plot, latency, latency_plot]
     refresh.click(load, outputs=outputs, api_name="dashboard")
-    tab.select(load, outputs=outputs)
+    tab.select(load, outputs=outputs, api_visibility="private")

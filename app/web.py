@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
@@ -19,10 +20,14 @@ from .ui import build_blocks
 
 
 def create_web_app(
-    config: AppConfig | None = None, *, backends: Mapping[str, Backend] | None = None
+    config: AppConfig | None = None,
+    *,
+    backends: Mapping[str, Backend] | None = None,
+    rng: random.Random | None = None,
 ) -> FastAPI:
-    """Backends are built from the configuration unless given (tests, the local default)."""
-    return _inside_a_loop(lambda: _create(config or AppConfig.from_env(), backends))
+    """Backends are built from the configuration unless given (tests, the local default);
+    `rng` draws the blind pairs (seeded in tests)."""
+    return _inside_a_loop(lambda: _create(config or AppConfig.from_env(), backends, rng))
 
 
 def _inside_a_loop(build: Callable[[], FastAPI]) -> FastAPI:
@@ -46,8 +51,10 @@ def _inside_a_loop(build: Callable[[], FastAPI]) -> FastAPI:
         asyncio.set_event_loop(None)
 
 
-def _create(config: AppConfig, backends: Mapping[str, Backend] | None) -> FastAPI:
-    runtime = Runtime.build(config, backends)
+def _create(
+    config: AppConfig, backends: Mapping[str, Backend] | None, rng: random.Random | None
+) -> FastAPI:
+    runtime = Runtime.build(config, backends, rng)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -375,6 +375,7 @@ def ui_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[s
     state volume."""
     return {
         "APP_ENV": "production",
+        "APP_API_KEY": api_key,  # the REST API takes the same bearer key as the model service
         "MODAL_LLAMA_URL": model_url,
         "MODAL_LLAMA_MODEL": SERVED_MODEL_ID,
         "BASELINE_URL": baseline_url,

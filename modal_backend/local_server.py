@@ -85,10 +85,16 @@ class LocalModelServer:
         env = {**os.environ, "MODAL_API_KEY": self.api_key}
         if self.log_path:
             with self.log_path.open("ab") as log:  # the child keeps its own copy
-                self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=log)
+                self.process = subprocess.Popen(
+                    self.command, env=env, stdout=log, stderr=log, preexec_fn=_die_with_parent
+                )
         else:
             self.process = subprocess.Popen(
-                self.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                self.command,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -132,3 +138,17 @@ class LocalModelServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before it runs: on Linux, ask for SIGTERM when the parent dies, however it
+    dies (even SIGKILL), so a model server never outlives the app that started it. (Linux ties
+    this to the starting thread: start the server from a thread that lives as long as it.)"""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -94,7 +94,8 @@ class SuggestionService:
     ) -> AsyncGenerator[StreamItem, None]:
         """Text deltas as they arrive, then one final `LlamaResponse`.
 
-        A cache hit yields the revised text as one delta, then the cached response. Raises
+        A cache hit yields the revised text as one delta, then the cached response; with
+        `use_cache=False` the cache is neither read nor written. Raises
         `BackendError` (with a user-facing message) on any backend failure; nothing partial is
         ever cached.
         """
@@ -140,7 +141,8 @@ class SuggestionService:
             failure = UnexpectedFailure(f"{type(exc).__name__}: {exc}", backend=target.name)
             self._fail(request, target, failure, started, first_token_at)
             raise failure from exc
-        self.cache.put(key, response)
+        if use_cache:  # a bypass leaves no trace: a blind A/B answer must not surface elsewhere
+            self.cache.put(key, response)
         self._record(request, target, "ok", response=response)
         yield response
 

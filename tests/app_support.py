@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,8 +45,11 @@ def tiny_model_backend(url: str, name: str = "custom") -> ChatBackend:
 
 
 @contextmanager
-def running_app(config: AppConfig, backends: Mapping[str, Backend]) -> Iterator[str]:
+def running_app(
+    config: AppConfig, backends: Mapping[str, Backend], seed: int | None = None
+) -> Iterator[str]:
     from app.web import create_web_app
 
-    with serve_in_thread(create_web_app(config, backends=backends)) as url:
+    rng = random.Random(seed) if seed is not None else None
+    with serve_in_thread(create_web_app(config, backends=backends, rng=rng)) as url:
         yield url

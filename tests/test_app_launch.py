@@ -36,8 +36,9 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90) 
     raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s")
 
 
-def test_the_app_starts_its_local_model_and_stops_it_on_ctrl_c(
-    gemma_path: Path, tmp_path: Path
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_the_app_starts_its_local_model_and_stops_it_on_ctrl_c_or_sigterm(
+    gemma_path: Path, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     port = free_port()
     env = {**os.environ, "SUGGESTIONS_HOME": str(tmp_path / "state")}
@@ -73,9 +74,9 @@ def test_the_app_starts_its_local_model_and_stops_it_on_ctrl_c(
         assert found, model_log
         model_port = int(found.group(1))
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         output = process.communicate(timeout=30)[0].decode()
-    assert process.returncode == 0, output
+    assert process.returncode == (0 if stop_signal == signal.SIGINT else 128 + stop_signal), output
     assert f"http://127.0.0.1:{port}" in output
     with pytest.raises(httpx.TransportError):  # the model server went with the app
         httpx.get(f"http://127.0.0.1:{model_port}/health", timeout=2)
@@ -98,6 +99,16 @@ def test_a_bad_configuration_is_reported_in_words(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "APP_COLUMNS names unknown backends sparkle" in result.stderr
     assert "Traceback" not in result.stderr
+    flag = subprocess.run(
+        [sys.executable, "-m", "app", "--columns", "mock,glitter"],
+        env={**env, "APP_COLUMNS": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert flag.returncode == 1
+    assert "--columns names unknown backends glitter" in flag.stderr
 
 
 def test_login_needs_both_variables() -> None:

@@ -96,6 +96,9 @@ async def test_service_hits_are_flagged_and_expire_with_the_injected_clock() -> 
     assert hit.time_to_first_token_ms is None
     bypass = await service.suggest(request, backend="mock", use_cache=False)
     assert bypass.cached is False
+    other = LlamaRequest(text="I cant know.", type="grammar")
+    await service.suggest(other, backend="mock", use_cache=False)
+    assert (await service.suggest(other, backend="mock")).cached is False  # bypass wrote nothing
     clock.now += 301
     assert (await service.suggest(request, backend="mock")).cached is False
 

@@ -142,6 +142,7 @@ def test_the_reviewer_app_calls_our_two_endpoints(deployed: Deployed) -> None:
     assert env["BASELINE_URL"] == "https://w--base.modal.run"
     assert env["BASELINE_MODEL"] == "meta-llama/Meta-Llama-3.1-8B-Instruct"
     assert env["BASELINE_API_KEY"] == "k"
+    assert env["APP_API_KEY"] == "k"  # the public URL's REST API is never open
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -424,7 +425,7 @@ def test_the_reviewer_app_function_serves_both_columns_from_our_endpoints(
     deploy = deploy_with(monkeypatch, WRITING_BASELINE_WEIGHTS="base/tiny-llama").module
     Registry(volume).promote("run-1")
     names = ("APP_ENV", "MODAL_LLAMA_URL", "MODAL_LLAMA_MODEL", "BASELINE_URL")
-    for name in (*names, "BASELINE_API_KEY", "BASELINE_MODEL", "APP_EVAL_RUNS"):
+    for name in (*names, "BASELINE_API_KEY", "BASELINE_MODEL", "APP_EVAL_RUNS", "APP_API_KEY"):
         monkeypatch.setenv(name, "")  # restored after the test; the function sets them
     monkeypatch.setenv("SUGGESTIONS_HOME", str(tmp_path / "state"))
     with (
@@ -442,10 +443,16 @@ def test_the_reviewer_app_function_serves_both_columns_from_our_endpoints(
             assert health["backends"]["baseline"]["model_id"] == (
                 "meta-llama/Meta-Llama-3.1-8B-Instruct"
             )
+            refused = httpx.post(
+                f"{app_url}/api/manuscripts/m-1/suggest",
+                json={"text": "She go to school yesterday.", "type": "grammar"},
+            )
+            assert refused.status_code == 401  # the public URL's API needs the key
             for backend in ("custom", "baseline"):
                 reply = httpx.post(
                     f"{app_url}/api/manuscripts/m-1/suggest?backend={backend}",
                     json={"text": "She go to school yesterday.", "type": "grammar"},
+                    headers=auth(),
                     timeout=120,
                 )
                 # The tiny models ramble to their token limit; what matters is that the call
