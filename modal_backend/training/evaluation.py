@@ -1,0 +1,84 @@
+"""Score a run with the eval harness, through the same path production takes.
+
+The run's merged weights are loaded by the transformers engine and served by our model service
+on loopback; the harness's runner sends the eval set through `ChatBackend` as the `custom`
+backend, and its scoring writes the usual run folder (`runs/<run_id>/eval/`: predictions,
+metrics, `summary.json`, reports). The promotion gate then reads that folder with the harness's
+own gate logic, and the manifest keeps the headline numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+from eval.data import dataset_sha256
+
+EVAL_DIR = "eval"
+BACKEND = "custom"
+"""The eval slot our fine-tuned model fills everywhere, so gate files apply unchanged."""
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    dataset: Path,
+    model_id: str,
+    version: str,
+    limit: int | None = None,
+    reports: bool = True,
+) -> dict[str, Any]:
+    """Serve `run_dir/merged`, run and score the eval set; returns the manifest's `eval` entry.
+
+    A folder left by an interrupted evaluation of the same settings is resumed.
+    """
+    from modal_backend.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine.load(run_dir / "merged", model_id=model_id, version=version)
+    try:
+        out = asyncio.run(_run(engine, run_dir / EVAL_DIR, dataset, model_id, version, limit))
+    finally:
+        engine.close()
+    from eval.scoring import score_run
+
+    summary = score_run(out, reports=reports)
+    backend = dict(summary["backends"][BACKEND])
+    backend.pop("errant_by_type", None)  # per-type tables stay in the eval folder
+    return {
+        "folder": EVAL_DIR,
+        "dataset": str(dataset),
+        "dataset_sha256": dataset_sha256(dataset),
+        "limit": limit,
+        "backend": BACKEND,
+        "summary": backend,
+    }
+
+
+async def _run(
+    engine: Any, out: Path, dataset: Path, model_id: str, version: str, limit: int | None
+) -> Path:
+    from eval.runner import CONFIG, RunPlan, run
+    from modal_backend.local_server import serve_in_thread
+    from modal_backend.server import create_app
+    from suggestions.backends import ChatBackend
+
+    key = secrets.token_urlsafe(24)  # this process's own server: a fresh key, never shown
+    with serve_in_thread(create_app(engine, api_key=key)) as url:
+        backend = ChatBackend(
+            name=BACKEND,
+            base_url=url,
+            model=model_id,
+            label=f"run {version} (transformers engine)",
+            api_key=key,
+        )
+        plan = RunPlan(
+            dataset=dataset,
+            backends=(BACKEND,),
+            out=out,
+            concurrency=1,
+            limit=limit,
+            resume=(out / CONFIG).exists(),
+        )
+        return await run(plan, backends={BACKEND: backend}, progress=False)
