@@ -341,7 +341,9 @@ class _ModelContainer:
 
     @modal.exit()
     def close(self) -> None:
-        self.engine.close()
+        engine = getattr(self, "engine", None)  # absent when loading failed: keep that error
+        if engine is not None:
+            engine.close()
 
     @modal.asgi_app(requires_proxy_auth=CONFIG.proxy_auth)
     def serve(self) -> Any:

@@ -136,7 +136,12 @@ class Smoke:
                     if event.data == "[DONE]":
                         done = True
                         break
-                    chunk = json.loads(event.data)
+                    try:
+                        chunk = json.loads(event.data)
+                    except ValueError:
+                        raise CheckFailed(
+                            f"a stream chunk is not JSON: {event.data[:80]!r}"
+                        ) from None
                     if "error" in chunk:
                         raise CheckFailed(f"error mid-stream: {chunk['error'].get('message')}")
                     choice = (chunk.get("choices") or [{}])[0]

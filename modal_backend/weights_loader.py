@@ -119,20 +119,29 @@ def import_inference_libraries() -> None:
     from .engines import transformers_engine  # noqa: F401
 
 
-def hub_fetcher(token: str | None = None) -> FetchBase:
+def hub_fetcher(token: str | None = None, cache_dir: Path | None = None) -> FetchBase:
     """Download a repository's weights into the Hugging Face cache (`HF_HOME`); later calls find
     them there. Only the safetensors, configs and tokenizer files are fetched."""
 
     def fetch(repo_id: str) -> Path:
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
 
-        logger.info("fetching base model %s into the Hugging Face cache", repo_id)
-        return Path(
-            snapshot_download(
+        patterns = ["original/*", "*.pth", "*.pt", "*.bin", "*.gguf"]
+        try:  # a warm cache needs no Hub: a cold start must not fail on a Hub outage
+            cached = snapshot_download(
                 repo_id,
                 token=token,
-                ignore_patterns=["original/*", "*.pth", "*.pt", "*.bin", "*.gguf"],
+                ignore_patterns=patterns,
+                cache_dir=cache_dir,
+                local_files_only=True,
             )
+            return Path(cached)
+        except LocalEntryNotFoundError:
+            pass
+        logger.info("fetching base model %s into the Hugging Face cache", repo_id)
+        return Path(
+            snapshot_download(repo_id, token=token, ignore_patterns=patterns, cache_dir=cache_dir)
         )
 
     return fetch

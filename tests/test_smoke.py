@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,24 @@ def test_the_module_runs_as_a_command_and_never_prints_the_key(service_url: str)
     )
     assert missing.returncode == 2
     assert "no API key" in missing.stderr
+
+
+def test_a_stream_chunk_that_is_not_json_fails_the_check_in_words() -> None:
+    from suggestions.testing import Reply, ScriptedServer, error_reply
+
+    def body(data: object) -> Reply:
+        return Reply(
+            headers={"Content-Type": "application/json"}, parts=[json.dumps(data).encode()]
+        )
+
+    garbled = Reply(
+        headers={"Content-Type": "text/event-stream"},
+        parts=[b"data: {not json\n\n", b"data: [DONE]\n\n"],
+    )
+    health = {"status": "ready", "model": "writing-llama", "version": "v1"}
+    models = {"data": [{"id": "writing-llama", "version": "v1"}]}
+    with ScriptedServer(body(health), error_reply(401), body(models), garbled) as server:
+        status, output = smoke("--url", server.url, "--api-key", API_KEY)
+    assert status == 1
+    assert "FAIL  stream: a stream chunk is not JSON: '{not json'" in output
+    assert "Traceback" not in output

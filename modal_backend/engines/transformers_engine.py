@@ -235,6 +235,9 @@ def _load_with_unsloth(
     except ImportError:
         logger.info("Unsloth is not installed: loading with plain transformers")
         return None, None
+    except Exception:  # Unsloth refuses some GPU setups with its own errors; serve anyway
+        logger.warning("Unsloth cannot run here: loading with plain transformers", exc_info=True)
+        return None, None
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(adapter_path or model_path), load_in_4bit=False, local_files_only=True
     )
