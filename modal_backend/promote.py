@@ -6,11 +6,15 @@
     python -m modal_backend.promote --weights DIR runs
 
 `RUN_ID` becomes current (`current.json`) only if it passes the promotion gate
-(`modal_backend.training.gate`: finished, checks passed, eval scores within
-`modal_backend/promotion_gates.toml`, no regression against the served run), or with `--force`,
-which the history records. `rollback` serves the run that was current before the latest
-promotion; `history` prints every promotion and rollback. On the Modal Volume, run the same
-commands through `modal run modal_backend/train.py::promote --args "..."`.
+(`modal_backend.training.gate`: finished, checks passed, complete weights, scored on the full
+eval set its leakage check covered, eval scores within `modal_backend/promotion_gates.toml`, no
+regression against the served run). `--force` overrides the score part of the gate only, never
+integrity (still training, incomplete weights); failed post-training checks need the separate
+`--force-failed-checks`. Every promotion's history entry records the gate applied: its file,
+whether the served run was compared, and what weakened it (`--gates`, `--no-baseline`).
+`rollback` serves the run that was current before the latest promotion; `history` prints every
+promotion and rollback. On the Modal Volume, run the same commands through
+`modal run modal_backend/train.py::promote --args "..."`.
 
 Exit status: 0 done, 1 the gate refused the run, 2 bad arguments or an unusable run or registry.
 """
@@ -54,7 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("target", metavar="RUN_ID|rollback|history|runs")
     parser.add_argument("--weights", type=Path, required=True, help="the weights folder")
-    parser.add_argument("--force", action="store_true", help="promote even if the gate fails")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even if the eval-score part of the gate fails (recorded); never overrides "
+        "integrity: a run still training, with failed checks or incomplete weights",
+    )
+    parser.add_argument(
+        "--force-failed-checks",
+        action="store_true",
+        help="DANGER: also promote a run whose post-training checks failed (implies --force; "
+        "recorded)",
+    )
     parser.add_argument("--reason", default="", help="recorded in the history")
     parser.add_argument("--gates", type=Path, default=None, help="a gates TOML file")
     parser.add_argument(
@@ -70,18 +85,27 @@ def _promote(registry: Registry, options: argparse.Namespace) -> int:
     from modal_backend.training.gate import DEFAULT_GATES, judge
 
     run = registry.run(options.target)
+    if registry.current_id() == run.run_id:
+        print(f"{run.run_id} is already served; nothing recorded")
+        return 0
+    force = options.force or options.force_failed_checks
     try:
         verdict = judge(
             registry,
             run,
             gates=options.gates or DEFAULT_GATES,
             against_current=not options.no_baseline,
+            accept_failed_checks=options.force_failed_checks,
         )
-    except (GateConfigError, RunFolderError) as exc:
+    except (GateConfigError, RunFolderError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(verdict.report())
-    if not verdict.passed and not options.force:
+    if not verdict.forcible:
+        override = " (--force does not override this)" if force else ""
+        print(f"not promoted: {run.run_id} is not a usable run{override}")
+        return 1
+    if not verdict.passed and not force:
         print(f"not promoted: {run.run_id} failed the gate (--force overrides, and is recorded)")
         return 1
     if verdict.passed:
@@ -89,14 +113,17 @@ def _promote(registry: Registry, options: argparse.Namespace) -> int:
     else:
         reason = options.reason or "forced past a failed promotion gate"
     previous = registry.current_id()
-    registry.promote(run.run_id, reason=reason, forced=not verdict.passed)
+    registry.promote(
+        run.run_id, reason=reason, forced=not verdict.passed, details={"gate": verdict.record}
+    )
     forced = " (forced)" if not verdict.passed else ""
-    print(f"promoted {run.run_id}{forced}; previously {previous or 'nothing'}")
+    weakened = " (weakened gate, recorded)" if verdict.record.get("weakened") else ""
+    print(f"promoted {run.run_id}{forced}{weakened}; previously {previous or 'nothing'}")
     return 0
 
 
 def _rollback(registry: Registry, options: argparse.Namespace) -> int:
-    if options.force:
+    if options.force or options.force_failed_checks:
         print("error: rollback takes no --force", file=sys.stderr)
         return 2
     previous = registry.current_id()
@@ -113,6 +140,11 @@ def _history(registry: Registry) -> int:
     current = registry.current_id()
     for entry in entries:
         flag = " forced" if entry.get("forced") else ""
+        gate = entry.get("gate")
+        if isinstance(gate, dict) and gate.get("weakened"):
+            flag += " weakened-gate"
+        if isinstance(gate, dict) and gate.get("accepted_failed_checks"):
+            flag += " FAILED-CHECKS"
         reason = f"  ({entry['reason']})" if entry.get("reason") else ""
         print(
             f"{entry.get('at', '?')}  {entry.get('action', '?'):8} {entry.get('run_id')}"

@@ -9,7 +9,10 @@ Layout (the same on a Modal Volume and in a local folder):
     promotions.jsonl              every promote and rollback, oldest first
 
 The history is a log, not a second pointer: replaying it (promote pushes, rollback pops) gives
-the stack that rollback walks back through, and `current.json` is always its top.
+the stack that rollback walks back through, and `current.json` is always its top. The log line is
+written before the pointer moves, so an interrupted write can leave the log one step ahead of
+the pointer, never the pointer ahead of the log; promoting the run the log already has on top
+only moves the pointer, so retrying the interrupted command repairs it without a second entry.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ HISTORY_FILE = "promotions.jsonl"
 MANIFEST_FILE = "manifest.json"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
+
+HISTORY_KEYS = frozenset({"action", "run_id", "previous", "at", "reason", "forced"})
+"""What every history entry has; `details` passed to `promote` may not replace them."""
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -76,10 +82,21 @@ class Run:
         return self.path / ADAPTER_DIR
 
     def has_merged(self) -> bool:
-        return (self.merged_path / "config.json").is_file()
+        """A loadable merged folder: its config and every weight file. A folder whose save was
+        interrupted has config.json (written first) but not all of its shards."""
+        return (self.merged_path / "config.json").is_file() and _weights_complete(
+            self.merged_path, "model"
+        )
 
     def has_adapter(self) -> bool:
-        return (self.adapter_path / "adapter_config.json").is_file()
+        """A loadable adapter: its config and its weights."""
+        return (self.adapter_path / "adapter_config.json").is_file() and _weights_complete(
+            self.adapter_path, "adapter_model"
+        )
+
+    def has_weights(self) -> bool:
+        """What the model service would load is all there (see `weights_loader`)."""
+        return self.has_merged() or self.has_adapter()
 
 
 class Registry:
@@ -133,22 +150,49 @@ class Registry:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def promote(self, run_id: str, *, reason: str = "", forced: bool = False) -> Run:
-        """Point the server at `run_id`; the promotion gate is checked by the caller."""
+    def promote(
+        self,
+        run_id: str,
+        *,
+        reason: str = "",
+        forced: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> Run:
+        """Point the server at `run_id`; the promotion gate is checked by the caller.
+
+        `details` (e.g. the gate that was applied) are stored in the history entry beside the
+        standard keys. Promoting the run already on top of the history logs nothing: a second
+        entry would make the next rollback "return" to the same run.
+        """
         run = self.run(run_id)
-        if not (run.has_merged() or run.has_adapter()):
-            raise RegistryError(f"run {run_id!r} has neither merged weights nor an adapter")
-        self._move_pointer("promote", run_id, reason=reason, forced=forced)
+        if not run.has_weights():
+            raise RegistryError(
+                f"run {run_id!r} has neither complete merged weights nor a complete adapter"
+            )
+        clash = HISTORY_KEYS & set(details or {})
+        if clash:
+            raise RegistryError(f"promotion details may not set {', '.join(sorted(clash))}")
+        stack = self._stack()
+        if stack and stack[-1] == run_id:
+            self._write_pointer(run_id)  # repairs a pointer left behind by an interrupted write
+            return run
+        self._record("promote", run_id, reason=reason, forced=forced, details=details)
         return run
 
     def rollback(self, *, reason: str = "") -> Run:
-        """Serve the run that was current before the latest promotion still in effect."""
+        """Serve the run that was current before the latest promotion still in effect, provided
+        its weights are still there (runs can be deleted from the volume)."""
         stack = self._stack()
         if len(stack) < 2:
             raise RegistryError("nothing to roll back to: fewer than two promotions in the history")
         previous = stack[-2]
         run = self.run(previous)
-        self._move_pointer("rollback", previous, reason=reason, forced=False)
+        if not run.has_weights():
+            raise RegistryError(
+                f"cannot roll back to {previous!r}: it no longer has complete weights "
+                f"({run.merged_path} or {run.adapter_path}); promote another run instead"
+            )
+        self._record("rollback", previous, reason=reason, forced=False)
         return run
 
     def _stack(self) -> list[str]:
@@ -160,21 +204,57 @@ class Registry:
                 stack.append(str(entry["run_id"]))
         return stack
 
-    def _move_pointer(self, action: str, run_id: str, *, reason: str, forced: bool) -> None:
+    def _record(
+        self,
+        action: str,
+        run_id: str,
+        *,
+        reason: str,
+        forced: bool,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Log the move, then make it: see the module docstring for why in that order."""
         at = self._clock().isoformat()
-        previous = self.current_id()
-        self.root.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.root / CURRENT_FILE, {"run_id": run_id, "since": at})
-        entry = {
+        entry: dict[str, Any] = {
+            **(details or {}),
             "action": action,
             "run_id": run_id,
-            "previous": previous,
+            "previous": self.current_id(),
             "at": at,
             "reason": reason,
             "forced": forced,
         }
+        self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / HISTORY_FILE).open("a") as log:
             log.write(json.dumps(entry) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+        self._write_pointer(run_id, since=at)
+
+    def _write_pointer(self, run_id: str, *, since: str | None = None) -> None:
+        """Point `current.json` at `run_id`; a repair of a pointer that is already right is a
+        no-op, so its `since` keeps saying when the run really became current."""
+        if since is None and self.current_id() == run_id:
+            return
+        at = since or self._clock().isoformat()
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.root / CURRENT_FILE, {"run_id": run_id, "since": at})
+
+
+def _weights_complete(folder: Path, stem: str) -> bool:
+    """`<stem>.safetensors`, or a `<stem>.safetensors.index.json` whose shards are all there
+    (or the `.bin` forms older savers write)."""
+    for suffix in (".safetensors", ".bin"):
+        if (folder / f"{stem}{suffix}").is_file():
+            return True
+        index = folder / f"{stem}{suffix}.index.json"
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text())["weight_map"].values())
+            except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                return False
+            return bool(shards) and all((folder / str(shard)).is_file() for shard in shards)
+    return False
 
 
 def _read_json(path: Path) -> dict[str, Any]:

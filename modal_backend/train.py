@@ -115,8 +115,10 @@ def main(
     coedit_per_type: int = 1000,
     eval_limit: int = 0,
     run_eval: bool = True,
+    no_leak_check: bool = False,
 ) -> None:
-    """`--dataset` and `--eval-dataset` take comma-separated local files or `coedit`."""
+    """`--dataset` and `--eval-dataset` take comma-separated local files or `coedit`;
+    `--no-leak-check` trains without the leakage check (recorded; not promotable unforced)."""
     config = build_config(
         dataset=dataset,
         eval_dataset=eval_dataset,
@@ -129,6 +131,7 @@ def main(
         coedit_per_type=coedit_per_type,
         eval_limit=eval_limit,
         run_eval=run_eval,
+        leak_check=not no_leak_check,
     )
     files = local_files(config)
     print(f"run {config.run_id}: training on Modal ({GPU}); config:")
@@ -154,6 +157,7 @@ def build_config(
     coedit_per_type: int,
     eval_limit: int,
     run_eval: bool,
+    leak_check: bool = True,
 ) -> TrainConfig:
     """The entrypoint's flags as one validated config, with the run named here (where git is),
     so a restarted container resumes the same run."""
@@ -174,6 +178,7 @@ def build_config(
         coedit_per_type=coedit_per_type,
         eval_limit=eval_limit or None,
         run_eval=run_eval,
+        leak_check=leak_check,
     )
 
 
@@ -208,13 +213,34 @@ def promote(args: str) -> None:
 
 def stage_inputs(config: TrainConfig, files: dict[str, bytes], weights_root: Path) -> TrainConfig:
     """Write the uploaded dataset files into `runs/<run_id>/inputs/` and point the config at
-    them; names that were not uploaded (`coedit`) stay as they are."""
+    them; names that were not uploaded (`coedit`) stay as they are.
+
+    A complete run is refused before anything is written, and a staged file is never replaced
+    by different bytes: the inputs folder is the record of what a run trained and was checked
+    on, and a resume must use the same data as the checkpoints it continues.
+    """
+    from modal_backend.training.pipeline import refuse_finished
+
     if not config.run_id:
         raise ValueError("the local entrypoint names the run before uploading its inputs")
-    inputs = weights_root / "runs" / config.run_id / "inputs"
+    run_dir = weights_root / "runs" / config.run_id
+    refuse_finished(run_dir)
+    inputs = run_dir / "inputs"
+    changed = sorted(
+        name
+        for name, content in files.items()
+        if (inputs / name).is_file() and (inputs / name).read_bytes() != content
+    )
+    if changed:
+        raise ValueError(
+            f"run {config.run_id} already has different {', '.join(changed)} in {inputs}: a "
+            "resumed run must train on the data it started with (leave out --run-id for a new "
+            "run)"
+        )
     inputs.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
-        (inputs / name).write_bytes(content)
+        if not (inputs / name).is_file():
+            (inputs / name).write_bytes(content)
 
     def staged(specs: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(

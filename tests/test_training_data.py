@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from eval.data import EvalExample, load_dataset
+from eval.data import EvalExample, dataset_sha256, load_dataset
 from modal_backend.training.cli import main as training_cli
 from modal_backend.training.config import DEFAULT_EVAL_SET, DEFAULT_TRAIN_SET, TrainConfig
 from modal_backend.training.config import resolve_path as repo_path
@@ -78,6 +78,94 @@ def test_case_quotes_and_spacing_do_not_hide_an_exact_copy() -> None:
     evals = [EvalExample(id="q", type="style", source="“Don’t go,” she said.")]
     quoted = TrainingExample("ours:q", "style", '"Don\'t go," she said.', "Stay.")
     assert [leak.eval_id for leak in find_leaks([quoted], evals)] == ["q"]
+
+
+LONG_EVAL = next(ex for ex in EVAL_SET if len(ex.source) >= 90)
+
+
+def test_an_eval_passage_embedded_in_a_longer_training_passage_is_a_leak() -> None:
+    """Whole-text similarity misses it: the training passage is mostly other text."""
+    padded = (
+        "It had been a long week at the office, and nobody expected much of Friday. "
+        f"{LONG_EVAL.source} After that the afternoon went quietly, as afternoons there did."
+    )
+    example = TrainingExample("ours:embed", LONG_EVAL.type, padded, "Unrelated target text.")
+    (leak,) = [leak for leak in find_leaks([example], EVAL_SET) if leak.eval_id == LONG_EVAL.id]
+    assert leak.method == "containment" and leak.score >= 90
+
+
+def test_an_eval_passage_split_across_training_rows_is_a_leak() -> None:
+    words = LONG_EVAL.source.split()
+    half = len(words) // 2
+    parts = [" ".join(words[:half]), " ".join(words[half:])]
+    examples = [
+        TrainingExample(f"ours:part-{i}", LONG_EVAL.type, part, f"Target {i}.")
+        for i, part in enumerate(parts)
+    ]
+    leaks = find_leaks(examples, EVAL_SET)
+    assert {leak.train_id for leak in leaks if leak.eval_id == LONG_EVAL.id} == {
+        "ours:part-0",
+        "ours:part-1",
+    }
+
+
+def test_a_copied_clause_of_eight_words_is_a_leak_but_a_shared_phrase_is_not() -> None:
+    """Neither similarity score reaches 90 here (ratio 60, partial_ratio 83): only the run of
+    eight words in a row gives the copy away."""
+    evals = [
+        EvalExample(
+            id="e",
+            type="clarity",
+            source="When the storm finally broke over the harbour, every boat had long gone.",
+        )
+    ]
+    copied = TrainingExample(
+        "ours:c",
+        "clarity",
+        "Years later she still remembered how the storm finally broke over the harbour, every "
+        "boat rocked and the old pier groaned under the weight of the sea.",
+        "x",
+    )
+    (leak,) = find_leaks([copied], evals)
+    assert (leak.eval_id, leak.method) == ("e", "ngram")
+    phrase = TrainingExample(
+        "ours:p", "clarity", "When the storm broke we went in; it was over by morning.", "x"
+    )
+    assert find_leaks([phrase], evals) == []
+
+
+def test_short_texts_are_not_tested_for_containment() -> None:
+    """'He left.' is inside many passages; only texts of 40+ characters count as contained."""
+    evals = [
+        EvalExample(
+            id="e", type="grammar", source="After the argument in the kitchen, he left quickly."
+        )
+    ]
+    short = TrainingExample("ours:s", "grammar", "He left quickly.", "He left.")
+    assert find_leaks([short], evals) == []
+
+
+def test_no_eval_set_means_no_build_unless_the_check_is_switched_off(tmp_path: Path) -> None:
+    ours = str(write_jsonl(tmp_path / "ours.jsonl", CLEAN))
+    with pytest.raises(DataError, match="--no-leak-check"):
+        build_training_data(TrainConfig(datasets=(ours,), eval_datasets=()), tmp_path / "w")
+    unchecked = build_training_data(
+        TrainConfig(datasets=(ours,), eval_datasets=(), leak_check=False), tmp_path / "w"
+    )
+    assert unchecked.leakage == {
+        "checked": False,
+        "reason": "--no-leak-check",
+        "checked_eval_sets": [],
+    }
+
+
+def test_the_checked_eval_sets_are_recorded_by_hash(tmp_path: Path) -> None:
+    config = TrainConfig(datasets=(str(write_jsonl(tmp_path / "ours.jsonl", CLEAN)),))
+    data = build_training_data(config, tmp_path / "work")
+    assert data.leakage["checked"] is True
+    assert data.leakage["checked_eval_sets"] == [
+        {"path": DEFAULT_EVAL_SET, "sha256": dataset_sha256(repo_path(DEFAULT_EVAL_SET))}
+    ]
 
 
 def test_unrelated_training_text_passes_the_check(tmp_path: Path) -> None:
@@ -157,6 +245,10 @@ def test_coedit_tasks_map_onto_our_types_from_jsonl_and_parquet(tmp_path: Path) 
     assert from_jsonl[0].source == "He go home." and from_jsonl[0].target == "He goes home."
     assert record.rows == 9 and record.used == 8
     assert record.by_type == {"clarity": 2, "grammar": 3, "style": 3}
+    assert record.sha256 == dataset_sha256(jsonl) and record.converted_sha256 is None
+    _, from_export = load_training_dataset(str(parquet), work_dir=tmp_path / "work")
+    assert from_export.sha256 == dataset_sha256(parquet)  # the file as given, not our copy
+    assert from_export.converted_sha256 == dataset_sha256(tmp_path / "work" / "coedit-train.jsonl")
 
 
 def test_coedit_is_sampled_per_type_with_a_seed(tmp_path: Path) -> None:
@@ -197,3 +289,5 @@ def test_the_data_command_reports_counts_or_fails_on_a_leak(
     leaky = write_jsonl(tmp_path / "leaky.jsonl", [*CLEAN, *planted])
     assert training_cli(["data", "--dataset", f"{clean},{leaky}"]) == 1
     assert "leaky:l" in capsys.readouterr().err
+    assert training_cli(["data", "--dataset", f"{clean},{leaky}", "--no-leak-check"]) == 0
+    assert json.loads(capsys.readouterr().out)["leakage"]["checked"] is False

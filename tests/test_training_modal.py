@@ -75,6 +75,35 @@ def test_local_datasets_are_uploaded_and_staged_in_the_run_folder(tmp_path: Path
     assert (inputs / "ours.jsonl").read_bytes() == files["ours.jsonl"]
 
 
+def test_a_complete_run_is_refused_before_its_inputs_are_touched(tmp_path: Path) -> None:
+    from modal_backend.training.pipeline import RunAlreadyComplete
+
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text('{"id": "a"}\n')
+    config = TrainConfig(run_id="done", datasets=(str(ours),), eval_datasets=())
+    volume = tmp_path / "volume"
+    job.stage_inputs(config, job.local_files(config), volume)
+    run_dir = volume / "runs" / "done"
+    (run_dir / "manifest.json").write_text('{"status": "complete"}')
+    ours.write_text('{"id": "b"}\n')  # edited since
+    with pytest.raises(RunAlreadyComplete):
+        job.stage_inputs(config, job.local_files(config), volume)
+    assert (run_dir / "inputs" / "ours.jsonl").read_text() == '{"id": "a"}\n'
+
+
+def test_a_staged_input_is_never_replaced_by_different_bytes(tmp_path: Path) -> None:
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text('{"id": "a"}\n')
+    config = TrainConfig(run_id="r1", datasets=(str(ours),), eval_datasets=())
+    volume = tmp_path / "volume"
+    staged = job.stage_inputs(config, job.local_files(config), volume)
+    assert job.stage_inputs(config, job.local_files(config), volume) == staged  # a restart
+    ours.write_text('{"id": "b"}\n')
+    with pytest.raises(ValueError, match=r"already has different ours\.jsonl"):
+        job.stage_inputs(config, job.local_files(config), volume)
+    assert (volume / "runs" / "r1" / "inputs" / "ours.jsonl").read_text() == '{"id": "a"}\n'
+
+
 def test_the_default_recipe() -> None:
     config = TrainConfig()
     assert config.base_model == "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
@@ -94,6 +123,25 @@ def test_run_ids_sort_by_time_and_name_the_code() -> None:
     when = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
     assert new_run_id("9f2df71-dirty", when) == "20261126-153000-9f2df71-dirty"
     assert new_run_id("", when) == "20261126-153000"
+
+
+def test_an_unresolvable_base_revision_is_recorded_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub
+
+    from modal_backend.training.manifest import start_manifest
+
+    def offline(self: object, *args: object, **kwargs: object) -> None:
+        raise ConnectionError("no route to the Hub")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", offline)
+    manifest = start_manifest(TrainConfig(), "r1", "abc123")
+    assert manifest["base_model_revision"] is None
+    assert "ConnectionError: no route to the Hub" in manifest["base_model_revision_reason"]
+    pinned = start_manifest(TrainConfig(base_revision="deadbeef"), "r1", "abc123")
+    assert pinned["base_model_revision"] == "deadbeef"
+    assert "recorded as requested" in pinned["base_model_revision_reason"]
 
 
 def test_a_local_base_model_is_fingerprinted_by_its_files(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 `train` runs the same `train` function as the Modal GPU job, here on CPU (or a local GPU) with
 any Hugging Face model folder, e.g. a tiny one for a smoke run; `evaluate` (re)scores a run with
-the eval harness; `data` builds the training set and runs the leakage check, with no model.
+the eval harness, and completes a run whose checks passed but whose scoring failed; `data`
+builds the training set and runs the leakage check, with no model.
 
 Exit status: 0 success, 1 the run failed (leakage, a post-training check, training itself),
 2 bad arguments or input.
@@ -41,6 +42,7 @@ _TUNABLES: dict[str, tuple[str, type, str]] = {
     "--base-revision": ("base_revision", str, "pin the base model's Hub revision"),
     "--merge-check-base": ("merge_check_base", str, "16-bit weights for the merge check"),
     "--check-max-new-tokens": ("check_max_new_tokens", int, "token budget of each check answer"),
+    "--merge-check-tolerance": ("merge_check_tolerance", float, "near-tie logit gap allowed"),
     "--eval-limit": ("eval_limit", int, "score only the first N eval examples"),
     "--trainer-backend": ("trainer_backend", str, "auto (Unsloth, else PEFT), unsloth or peft"),
 }
@@ -80,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", type=Path, required=True)
     evaluate.add_argument("--dataset", default=DEFAULT_EVAL_SET)
     evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument(
+        "--fresh",
+        action="store_true",
+        help="move an existing eval folder aside and score from scratch (needed when it holds "
+        "a score of another eval set or limit)",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     data = commands.add_parser("data", help="build the training set and check for leakage")
@@ -101,6 +109,11 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         help=f"eval sets kept out of training; the first scores the run (default "
         f"{DEFAULT_EVAL_SET})",
+    )
+    parser.add_argument(
+        "--no-leak-check",
+        action="store_true",
+        help="skip the leakage check (recorded; the run then cannot pass the promotion gate)",
     )
 
 
@@ -130,6 +143,8 @@ def config_from_options(options: argparse.Namespace) -> TrainConfig:
         fields["run_eval"] = False
     if getattr(options, "keep_checkpoints", False):
         fields["keep_checkpoints"] = True
+    if getattr(options, "no_leak_check", False):
+        fields["leak_check"] = False
     return TrainConfig(**fields)
 
 
@@ -160,10 +175,13 @@ def _train(options: argparse.Namespace) -> int:
 
 
 def _evaluate(options: argparse.Namespace) -> int:
+    from eval.runner import RunError
     from modal_backend.registry import Registry, RegistryError
 
     from .config import resolve_path
-    from .evaluation import evaluate_run
+    from .evaluation import EvalFolderMismatch, evaluate_run
+    from .gate import covered_eval_sha256
+    from .manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_TRAINING, finish
 
     registry = Registry(options.weights)
     try:
@@ -172,15 +190,52 @@ def _evaluate(options: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     manifest = dict(run.manifest)
-    manifest["eval"] = evaluate_run(
-        run.path,
-        dataset=resolve_path(options.dataset),
-        model_id=run.run_id,
-        version=run.version,
-        limit=options.limit,
-    )
+    if manifest.get("status") == STATUS_TRAINING:
+        print(
+            f"error: run {run.run_id} is still training, or died mid-run: resume it with "
+            f"`train --run-id {run.run_id}` rather than scoring half-written weights",
+            file=sys.stderr,
+        )
+        return 2
+    if not run.has_merged():
+        print(f"error: run {run.run_id} has no complete merged weights to score", file=sys.stderr)
+        return 2
+    dataset = resolve_path(options.dataset)
+    try:
+        manifest["eval"] = evaluate_run(
+            run.path,
+            dataset=dataset,
+            model_id=run.run_id,
+            version=run.version,
+            limit=options.limit,
+            fresh=options.fresh,
+        )
+    except (EvalFolderMismatch, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest["scored"] = True
+    checks = manifest.get("checks")
+    checks_passed = isinstance(checks, dict) and checks.get("passed") is True
+    if manifest.get("status") == STATUS_FAILED and checks_passed:
+        # The checks passed, so the scoring was what failed; it has now succeeded.
+        manifest["recovered"] = {"from_error": manifest.get("error"), "by": "evaluate"}
+        finish(manifest)
+        if not manifest.get("config", {}).get("keep_checkpoints"):
+            from .trainer import remove_checkpoints
+
+            remove_checkpoints(run.path)
     registry.write_manifest(run.run_id, manifest)
     print(json.dumps(manifest["eval"], indent=2))
+    if manifest.get("status") != STATUS_COMPLETE:
+        print(f"note: run {run.run_id} stays {manifest.get('status')!r}", file=sys.stderr)
+    if options.limit is not None or manifest["eval"]["dataset_sha256"] not in covered_eval_sha256(
+        manifest
+    ):
+        print(
+            "note: this score cannot pass the promotion gate: it must be of a whole eval set "
+            "the run's leakage check covered",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -100,9 +100,20 @@ class TrainConfig(BaseModel):
         "examples are not drowned out; None keeps all.",
     )
     leakage_threshold: float = Field(default=90.0, gt=0.0, le=100.0)
+    leak_check: bool = Field(
+        default=True,
+        description="Check training texts against the eval sets; off only on purpose "
+        "(--no-leak-check), since a run trained on eval text scores meaninglessly well.",
+    )
 
     # After training
     check_max_new_tokens: int = Field(default=64, ge=1)
+    merge_check_tolerance: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="Logit gap within which the merged and adapter models may pick different "
+        "tokens (a near-tie, from bf16 rounding) in the merge check.",
+    )
     run_eval: bool = True
     eval_limit: int | None = Field(default=None, ge=1)
 

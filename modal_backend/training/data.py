@@ -7,8 +7,10 @@ formality -> style). CoEdIT comes from the Hugging Face Hub where it is reachabl
 a JSONL or parquet export of it anywhere else; the Hub copy is written to the run's folder as
 JSONL, so every run keeps, and hashes, exactly the rows it trained on.
 
-The leakage check is what makes eval scores mean something: no training text may equal or nearly
-equal any eval text. It fails the build, naming the offending rows.
+The leakage check is what makes eval scores mean something: no training text may equal, nearly
+equal, contain or be contained in any eval text. It fails the build, naming the offending rows.
+A build with no eval set to check against is refused unless the check is switched off on purpose
+(`leak_check=False`, `--no-leak-check`), which the manifest records.
 """
 
 from __future__ import annotations
@@ -60,17 +62,34 @@ class DatasetRecord:
     used: int
     by_type: dict[str, int]
     revision: str | None = None
+    converted_sha256: str | None = None
+    """For a parquet export: the hash of the JSONL it was converted to (`sha256` is the
+    parquet file's own, as given, so it matches the file a person has)."""
+
+
+CONTAINMENT_MIN_CHARS = 40
+"""Containment is only tested when the shorter text has at least this many characters (after
+normalisation): a short phrase ("at the end of the day") is found inside many unrelated
+passages, while 40 characters is already most of a sentence."""
+NGRAM_WORDS = 8
+"""Word n-gram length of the shared-run test: 8 words in a row is a copied clause, while
+6-grams still match stock phrases ("due to the fact that the")."""
 
 
 @dataclass(frozen=True)
 class Leak:
-    """A training text that equals or nearly equals an eval text."""
+    """A training text that equals, nearly equals, contains or shares a run of words with an
+    eval text."""
 
     train_id: str
     eval_id: str
     score: float
     train_text: str
     eval_text: str
+    method: str = "ratio"
+    """`ratio` (whole-text similarity), `containment` (`fuzz.partial_ratio`: one text inside
+    the other) or `ngram` (a shared run of `NGRAM_WORDS` words; the score is the share of the
+    shorter text's n-grams that are shared)."""
 
 
 class LeakageError(DataError):
@@ -79,13 +98,15 @@ class LeakageError(DataError):
     def __init__(self, leaks: Sequence[Leak], threshold: float) -> None:
         self.leaks = list(leaks)
         shown = "\n".join(
-            f"  {leak.train_id} ~ eval {leak.eval_id} ({leak.score:.0f}): {leak.train_text[:80]!r}"
+            f"  {leak.train_id} ~ eval {leak.eval_id} ({leak.method} {leak.score:.0f}): "
+            f"{leak.train_text[:80]!r}"
             for leak in self.leaks[:20]
         )
         more = f"\n  ... and {len(self.leaks) - 20} more" if len(self.leaks) > 20 else ""
         super().__init__(
-            f"{len(self.leaks)} training text(s) equal or nearly equal (similarity >= "
-            f"{threshold:g}) an eval text; remove them from the training data:\n{shown}{more}"
+            f"{len(self.leaks)} training text(s) equal, nearly equal or contain (similarity >= "
+            f"{threshold:g}), or share {NGRAM_WORDS} words in a row with, an eval text; remove "
+            f"them from the training data:\n{shown}{more}"
         )
 
 
@@ -136,15 +157,33 @@ def build_training_data(config: TrainConfig, work_dir: Path) -> TrainingData:
         rows = load_dataset(path)
         eval_examples.extend(rows)
         eval_sets.append({"path": spec, "sha256": dataset_sha256(path), "examples": len(rows)})
-    check_leakage(kept, eval_examples, threshold=config.leakage_threshold)
+    if config.leak_check:
+        if not eval_examples:
+            raise DataError(
+                "no eval examples to check the training data against (--eval-dataset): without "
+                "them a leak cannot be ruled out. Pass an eval set, or --no-leak-check to train "
+                "unchecked (recorded in the manifest; such a run cannot pass the promotion gate)"
+            )
+        check_leakage(kept, eval_examples, threshold=config.leakage_threshold)
+        leakage: dict[str, Any] = {
+            "checked": True,
+            "threshold": config.leakage_threshold,
+            "scorers": {
+                "ratio": "rapidfuzz.fuzz.ratio on normalised text",
+                "containment": "rapidfuzz.fuzz.partial_ratio on normalised text, when the "
+                f"shorter text has at least {CONTAINMENT_MIN_CHARS} characters",
+                "ngram": f"any shared run of {NGRAM_WORDS} normalised words",
+            },
+            "checked_eval_sets": [
+                {"path": entry["path"], "sha256": entry["sha256"]} for entry in eval_sets
+            ],
+            "training_texts": 2 * len(kept),
+            "eval_texts": sum(1 + len(e.references) for e in eval_examples),
+            "leaks": 0,
+        }
+    else:
+        leakage = {"checked": False, "reason": "--no-leak-check", "checked_eval_sets": []}
     train, held_out = split(kept, config.eval_fraction, seed=config.seed)
-    leakage = {
-        "threshold": config.leakage_threshold,
-        "scorer": "rapidfuzz.fuzz.ratio on normalised text",
-        "training_texts": 2 * len(kept),
-        "eval_texts": sum(1 + len(e.references) for e in eval_examples),
-        "leaks": 0,
-    }
     return TrainingData(train, held_out, records, dropped, eval_sets, leakage)
 
 
@@ -158,6 +197,7 @@ def load_training_dataset(
 ) -> tuple[list[TrainingExample], DatasetRecord]:
     """One dataset by name (`coedit`) or path (our JSONL, a CoEdIT JSONL or parquet export)."""
     revision = None
+    given_sha256 = None
     if spec == COEDIT:
         path, revision = fetch_coedit(work_dir, revision=coedit_revision)
     else:
@@ -165,20 +205,23 @@ def load_training_dataset(
         if not path.is_file():
             raise DataError(f"{spec}: no such dataset file")
         if path.suffix == ".parquet":
+            given_sha256 = dataset_sha256(path)
             path = parquet_to_jsonl(path, work_dir / f"{path.stem}.jsonl")
     rows = load_dataset(path)
     name = COEDIT if spec == COEDIT else path.stem
     if _is_coedit(path) and coedit_per_type is not None:
         rows = sample_per_type(rows, coedit_per_type, seed=seed)
     examples = [_training_example(row, name, path) for row in rows]
+    rows_sha256 = dataset_sha256(path)
     record = DatasetRecord(
         name=name,
         path=spec,
-        sha256=dataset_sha256(path),
+        sha256=given_sha256 or rows_sha256,
         rows=_count_rows(path),
         used=len(examples),
         by_type=_by_type(examples),
         revision=revision,
+        converted_sha256=rows_sha256 if given_sha256 else None,
     )
     return examples, record
 
@@ -264,12 +307,20 @@ def find_leaks(
     threshold: float = 90.0,
     chunk: int = 20_000,
 ) -> list[Leak]:
-    """Every (training text, eval text) pair that is equal after `normalize` or at least
-    `threshold` similar by `fuzz.ratio` (the Indel similarity, 0 to 100).
+    """Every (training example, eval example) pair with a leak, the strongest evidence first.
 
-    Sources and targets on both sides are compared, so neither an eval passage nor its
-    corrected form may appear in training. `process.cdist` compares a chunk of training texts
-    against all eval texts at once, in C++ on every core, and skips pairs below the cutoff early.
+    Sources and targets on both sides are compared, after `normalize`, three ways:
+
+    - `fuzz.ratio` (Indel similarity, 0 to 100) at least `threshold`: equal or nearly equal;
+    - `fuzz.partial_ratio` at least `threshold`, when the shorter text has at least
+      `CONTAINMENT_MIN_CHARS` characters: one text (nearly) inside the other, as when an eval
+      passage is embedded in a longer training passage, or split across training rows (each
+      part is then inside the eval passage);
+    - a shared run of `NGRAM_WORDS` words, which catches a copied clause inside otherwise
+      different passages, whatever their lengths.
+
+    `process.cdist` compares a chunk of training texts against all eval texts at once, in C++
+    on every core, and skips pairs below the cutoff early.
     """
     import numpy as np
     from rapidfuzz import fuzz, process
@@ -279,25 +330,57 @@ def find_leaks(
     if not train_texts or not eval_texts:
         return []
     eval_norm = [normalize(text) for _, text in eval_texts]
+    eval_long = np.array([len(text) >= CONTAINMENT_MIN_CHARS for text in eval_norm])
     leaks: dict[tuple[str, str], Leak] = {}
+
+    def add(row: tuple[str, str], column: int, score: float, method: str) -> None:
+        train_id, train_text = row
+        eval_id, eval_text = eval_texts[column]
+        previous = leaks.get((train_id, eval_id))
+        if previous is None or score > previous.score:
+            leak = Leak(train_id, eval_id, score, train_text, eval_text, method)
+            leaks[(train_id, eval_id)] = leak
+
     for start in range(0, len(train_texts), chunk):
         block = train_texts[start : start + chunk]
-        scores = process.cdist(
-            [normalize(text) for _, text in block],
-            eval_norm,
-            scorer=fuzz.ratio,
-            score_cutoff=threshold,
-            dtype=np.uint8,
-            workers=-1,
-        )
-        for row, column in zip(*np.nonzero(scores), strict=True):
-            train_id, train_text = block[row]
-            eval_id, eval_text = eval_texts[column]
-            score = float(scores[row, column])
-            previous = leaks.get((train_id, eval_id))
-            if previous is None or score > previous.score:
-                leaks[(train_id, eval_id)] = Leak(train_id, eval_id, score, train_text, eval_text)
+        block_norm = [normalize(text) for _, text in block]
+        for method, scorer in (("ratio", fuzz.ratio), ("containment", fuzz.partial_ratio)):
+            scores = process.cdist(
+                block_norm,
+                eval_norm,
+                scorer=scorer,
+                score_cutoff=threshold,
+                dtype=np.uint8,
+                workers=-1,
+            )
+            if method == "containment":
+                block_long = np.array([len(text) >= CONTAINMENT_MIN_CHARS for text in block_norm])
+                scores[~np.outer(block_long, eval_long)] = 0
+            for row, column in zip(*np.nonzero(scores), strict=True):
+                add(block[row], int(column), float(scores[row, column]), method)
+
+    eval_grams: dict[tuple[str, ...], set[int]] = {}
+    eval_gram_counts = []
+    for column, text in enumerate(eval_norm):
+        grams = word_ngrams(text)
+        eval_gram_counts.append(len(grams))
+        for gram in grams:
+            eval_grams.setdefault(gram, set()).add(column)
+    for row in train_texts:
+        grams = word_ngrams(normalize(row[1]))
+        shared: Counter[int] = Counter()
+        for gram in grams:
+            shared.update(eval_grams.get(gram, ()))
+        for column, count in shared.items():
+            share = 100.0 * count / min(len(grams), eval_gram_counts[column])
+            add(row, column, round(share, 1), "ngram")
     return sorted(leaks.values(), key=lambda leak: (-leak.score, leak.train_id, leak.eval_id))
+
+
+def word_ngrams(text: str, n: int = NGRAM_WORDS) -> set[tuple[str, ...]]:
+    """The runs of `n` consecutive words (letters, digits and inner apostrophes) of `text`."""
+    words = re.findall(r"\w+(?:'\w+)*", text)
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def check_leakage(

@@ -10,7 +10,9 @@ own gate logic, and the manifest keeps the headline numbers.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,49 @@ BACKEND = "custom"
 """The eval slot our fine-tuned model fills everywhere, so gate files apply unchanged."""
 
 
+class EvalFolderMismatch(ValueError):
+    """The run's eval folder holds a score of another eval set or limit; the message says how
+    to replace it."""
+
+
+def prepare_eval_folder(
+    run_dir: Path, *, dataset: Path, limit: int | None, fresh: bool = False
+) -> Path | None:
+    """Make `run_dir/eval` ready for a score of `dataset` with `limit`.
+
+    A folder of the same settings is left to be resumed. One of other settings raises
+    EvalFolderMismatch, or with `fresh` is moved aside (`eval.replaced-<UTC time>`) and its
+    new place returned: a score is never silently mixed with, or replaced by, another.
+    """
+    folder = run_dir / EVAL_DIR
+    config_path = folder / "config.json"
+    if not folder.exists():
+        return None
+    previous: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            previous = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+    same = (
+        config_path.is_file()
+        and previous.get("dataset_sha256") == dataset_sha256(dataset)
+        and previous.get("limit") == limit
+    )
+    if same and not fresh:
+        return None
+    if not fresh:
+        raise EvalFolderMismatch(
+            f"{folder} holds a score of {previous.get('dataset', 'another eval set')} (limit "
+            f"{previous.get('limit')}), not of {dataset} (limit {limit}); pass --fresh to move "
+            "it aside and score again"
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    aside = run_dir / f"{EVAL_DIR}.replaced-{stamp}"
+    folder.rename(aside)
+    return aside
+
+
 def evaluate_run(
     run_dir: Path,
     *,
@@ -29,13 +74,16 @@ def evaluate_run(
     version: str,
     limit: int | None = None,
     reports: bool = True,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Serve `run_dir/merged`, run and score the eval set; returns the manifest's `eval` entry.
 
-    A folder left by an interrupted evaluation of the same settings is resumed.
+    A folder left by an interrupted evaluation of the same settings is resumed; one of other
+    settings raises EvalFolderMismatch unless `fresh` (see `prepare_eval_folder`).
     """
     from modal_backend.engines.transformers_engine import TransformersEngine
 
+    replaced = prepare_eval_folder(run_dir, dataset=dataset, limit=limit, fresh=fresh)
     engine = TransformersEngine.load(run_dir / "merged", model_id=model_id, version=version)
     try:
         out = asyncio.run(_run(engine, run_dir / EVAL_DIR, dataset, model_id, version, limit))
@@ -46,7 +94,7 @@ def evaluate_run(
     summary = score_run(out, reports=reports)
     backend = dict(summary["backends"][BACKEND])
     backend.pop("errant_by_type", None)  # per-type tables stay in the eval folder
-    return {
+    entry = {
         "folder": EVAL_DIR,
         "dataset": str(dataset),
         "dataset_sha256": dataset_sha256(dataset),
@@ -54,6 +102,9 @@ def evaluate_run(
         "backend": BACKEND,
         "summary": backend,
     }
+    if replaced is not None:
+        entry["replaced"] = replaced.name
+    return entry
 
 
 async def _run(

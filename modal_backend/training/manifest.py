@@ -1,7 +1,10 @@
 """A run's manifest: what was trained, on what, how, and how it turned out.
 
 It is written when the run starts (`status: "training"`) and rewritten at the end (`complete` or
-`failed` with the error), so even a crashed run says what it was. The registry serves
+`failed` with the error and the stage that failed), so even a crashed run says what it was.
+`checked` (the post-training checks passed) and `scored` (the eval harness scored it) are kept
+apart from the status, so a run whose only failure was its scoring can be scored again and
+completed (`python -m modal_backend.training evaluate`). The registry serves
 `version` and `base_model` from it; promotion reads `status`, `checks` and `eval`.
 """
 
@@ -35,10 +38,12 @@ def start_manifest(config: TrainConfig, run_id: str, code_version: str) -> dict[
         "run_id": run_id,
         "version": run_id,
         "status": STATUS_TRAINING,
+        "checked": False,
+        "scored": False,
         "created": _now(),
         "code_version": code_version,
         "base_model": config.base_model,
-        "base_model_revision": base_model_revision(config.base_model, config.base_revision),
+        **_revision_fields(config),
         "load_in_4bit": config.load_in_4bit,
         "hyperparameters": hyperparameters(config),
         "config": config.model_dump(mode="json"),
@@ -47,12 +52,21 @@ def start_manifest(config: TrainConfig, run_id: str, code_version: str) -> dict[
     }
 
 
+def _revision_fields(config: TrainConfig) -> dict[str, Any]:
+    revision, reason = resolve_revision(config.base_model, config.base_revision)
+    fields: dict[str, Any] = {"base_model_revision": revision}
+    if reason:
+        fields["base_model_revision_reason"] = reason
+    return fields
+
+
 def finish(manifest: dict[str, Any], *, error: BaseException | None = None) -> dict[str, Any]:
     """Stamp the end: complete, or failed with the error's type and message."""
     manifest["finished"] = _now()
     if error is None:
         manifest["status"] = STATUS_COMPLETE
         manifest.pop("error", None)
+        manifest.pop("failed_stage", None)
     else:
         manifest["status"] = STATUS_FAILED
         manifest["error"] = f"{type(error).__name__}: {error}"
@@ -87,15 +101,25 @@ def hyperparameters(config: TrainConfig) -> dict[str, Any]:
 
 def base_model_revision(base_model: str, revision: str | None) -> str | None:
     """A Hub model's commit, or a local folder's content fingerprint (`sha256:...`)."""
-    path = Path(base_model)
+    return resolve_revision(base_model, revision)[0]
+
+
+def resolve_revision(model: str, revision: str | None) -> tuple[str | None, str | None]:
+    """(revision, reason): a local folder's content fingerprint (`sha256:...`) or a Hub model's
+    commit; where neither can be had, what was asked for (or None) and why, so a manifest never
+    leaves a revision blank without saying so."""
+    path = Path(model)
     if path.is_dir():
-        return f"sha256:{folder_fingerprint(path)}"
+        return f"sha256:{folder_fingerprint(path)}", None
     try:
         from huggingface_hub import HfApi
 
-        return HfApi().model_info(base_model, revision=revision).sha
-    except Exception:  # offline or not on the Hub: keep what was asked for
-        return revision
+        return HfApi().model_info(model, revision=revision).sha, None
+    except Exception as exc:  # offline or not on the Hub: keep what was asked for
+        reason = f"could not be resolved on the Hugging Face Hub ({type(exc).__name__}: {exc})"
+        if revision:
+            reason += "; recorded as requested"
+        return revision, reason[:500]
 
 
 def folder_fingerprint(folder: Path, *, hash_limit: int = 64 * 1024 * 1024) -> str:

@@ -6,14 +6,21 @@ adapter + merged 16-bit weights -> merge and end-of-turn checks -> eval harness 
 The same function runs in the Modal GPU function (Unsloth, QLoRA on the 8B base) and on a CPU
 with a tiny model (tests, smoke runs); only the config differs. Where a broken torchvision is
 installed, call it in a fresh process (see `runtime.hide_broken_torchvision`).
+
+A run id that names an unfinished run resumes it. The first attempt's config is kept in the run
+folder (`train_config.json`) and a later attempt must match it except in `RESUMABLE_FIELDS`:
+checkpoints of one recipe continued under another would make a model no config describes. Each
+attempt is recorded under the manifest's `attempts`, and `timings` add up all of them.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modal_backend.registry import MANIFEST_FILE, Registry, RegistryError
 
@@ -21,9 +28,24 @@ from .config import TrainConfig, resolve_path
 from .manifest import STATUS_COMPLETE, finish, new_run_id, start_manifest
 from .runtime import device, device_description, hide_broken_torchvision
 
+if TYPE_CHECKING:
+    from .data import TrainingExample
+
+CONFIG_FILE = "train_config.json"
+"""The config of a run's first attempt, which every resumed attempt must match."""
+RESUMABLE_FIELDS = frozenset({"max_steps", "eval_limit", "run_eval", "keep_checkpoints"})
+"""What may change between attempts of one run: how long to go on, and what happens after
+training. `code_version` may change too (a fix to a crash is what a resume is for); each
+attempt records its own."""
+_ALWAYS_ALLOWED = frozenset({"code_version", "run_id"})
+
 
 class RunAlreadyComplete(RegistryError):
     """The run id names a finished run; training again would overwrite what may be served."""
+
+
+class ConfigChanged(RegistryError):
+    """A resumed run was given a config that differs from its first attempt's."""
 
 
 def train(
@@ -41,8 +63,16 @@ def train(
     registry = Registry(weights_root)
     code_version = config.code_version or git_code_version()
     run_id = config.run_id or new_run_id(code_version)
-    _refuse_finished(registry.run_dir(run_id))
+    run_dir = registry.run_dir(run_id)
+    refuse_finished(run_dir)
+    check_resumable(run_dir, config)
+    previous = _previous_manifest(run_dir)
     manifest = start_manifest(config, run_id, code_version)
+    attempts = _earlier_attempts(previous)
+    attempts.append({"started": manifest["created"], "code_version": code_version})
+    if previous:
+        manifest["created"] = previous.get("created", manifest["created"])  # the first attempt
+    manifest["attempts"] = attempts
     run = _Run(config, registry, run_id, manifest, persist=on_checkpoint or (lambda: None))
     run.write()
     started = time.perf_counter()
@@ -50,15 +80,116 @@ def train(
         run.execute()
     except BaseException as exc:
         finish(run.manifest, error=exc)
+        run.manifest["failed_stage"] = run.stage
         raise
     else:
         finish(run.manifest)
     finally:
         run.timings["total_s"] = round(time.perf_counter() - started, 3)
-        run.manifest["timings"] = run.timings
+        this_attempt = attempts[-1]
+        this_attempt.update(
+            finished=run.manifest.get("finished"),
+            status=run.manifest["status"],
+            timings=dict(run.timings),
+        )
+        if "error" in run.manifest:
+            this_attempt["error"] = run.manifest["error"]
+        if run.manifest.get("resumed_from"):
+            this_attempt["resumed_from"] = run.manifest["resumed_from"]
+        run.manifest["timings"] = _sum_timings(a.get("timings", {}) for a in attempts)
         run.write()
         run.persist()
     return run.manifest
+
+
+def counts_by_type(
+    examples: Sequence[TrainingExample],
+    *,
+    excluding: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> dict[str, int]:
+    """Examples per suggestion type, leaving out the ids in `excluding` (or keeping only those
+    in `only`): the manifest's counts after over-long examples are dropped."""
+    kept = [ex for ex in examples if ex.id not in excluding and (only is None or ex.id in only)]
+    return dict(sorted(Counter(ex.type for ex in kept).items()))
+
+
+def refuse_finished(run_dir: Path) -> None:
+    """Raise RunAlreadyComplete when `run_dir` holds a complete run."""
+    manifest = run_dir / MANIFEST_FILE
+    if manifest.is_file():
+        status = json.loads(manifest.read_text()).get("status")
+        if status == STATUS_COMPLETE:
+            raise RunAlreadyComplete(
+                f"run {run_dir.name!r} is already complete; leave out --run-id for a new run"
+            )
+
+
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Record the first attempt's config, or raise ConfigChanged when this one differs from it
+    outside `RESUMABLE_FIELDS`. A run from before `train_config.json` was written is compared
+    with its manifest's config."""
+    path = run_dir / CONFIG_FILE
+    current = config.model_dump(mode="json")
+    if path.is_file():
+        first = json.loads(path.read_text())
+    else:
+        first = _previous_manifest(run_dir).get("config")
+        if not isinstance(first, dict):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+            return
+    changed = sorted(
+        name
+        for name in set(first) | set(current)
+        if name not in RESUMABLE_FIELDS | _ALWAYS_ALLOWED and first.get(name) != current.get(name)
+    )
+    if changed:
+        details = "; ".join(f"{n}: {first.get(n)!r} -> {current.get(n)!r}" for n in changed)
+        raise ConfigChanged(
+            f"run {run_dir.name!r} was started with another config, and resuming it would mix "
+            f"two recipes ({details}). Only {', '.join(sorted(RESUMABLE_FIELDS))} may change on "
+            "a resume; leave out --run-id to start a new run"
+        )
+    if not path.is_file():
+        path.write_text(json.dumps(first, indent=2, sort_keys=True) + "\n")
+
+
+def _previous_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _earlier_attempts(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempts a previous manifest records; one built from it if it predates `attempts`."""
+    if not previous:
+        return []
+    recorded = previous.get("attempts")
+    if isinstance(recorded, list):
+        return [dict(a) for a in recorded if isinstance(a, dict)]
+    attempt: dict[str, Any] = {
+        key: previous[key]
+        for key in ("finished", "status", "error", "timings", "resumed_from")
+        if key in previous
+    }
+    attempt["started"] = previous.get("created")
+    return [attempt]
+
+
+def _sum_timings(timings: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Each stage's seconds over all attempts: what the run cost, not only its last attempt."""
+    total: dict[str, float] = {}
+    for entry in timings:
+        for key, value in entry.items():
+            if isinstance(value, int | float):
+                total[key] = round(total.get(key, 0.0) + float(value), 3)
+    return total
 
 
 class _Run:
@@ -82,6 +213,9 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.persist = persist
         """Makes what is on disk durable (a Modal Volume commit); a no-op locally."""
+        self.stage = "data"
+        """The stage in progress: a failed run records it (`failed_stage`), so a run whose
+        checks passed and only its scoring failed can be completed by `evaluate`."""
 
     def write(self) -> None:
         self.registry.write_manifest(self.run_id, self.manifest)
@@ -93,11 +227,17 @@ class _Run:
         from .checks import ChecksFailed, failure_summary
 
         self._data_and_model()
+        self.stage = "train"
         self._train_and_save()
+        self.stage = "checks"
         checks = self._check()
+        self.manifest["checked"] = bool(checks["passed"])
         if not checks["passed"]:
             raise ChecksFailed(failure_summary(checks))
+        self.write()
+        self.stage = "eval"
         self._score()
+        self.stage = "cleanup"
         if not self.config.keep_checkpoints:
             from .trainer import remove_checkpoints
 
@@ -128,9 +268,17 @@ class _Run:
         tokenizer, limit = self.loaded.tokenizer, config.max_seq_length
         self.train_rows, too_long = tokenize_all(tokenizer, data.train, max_length=limit)
         self.eval_rows, too_long_held = tokenize_all(tokenizer, data.held_out, max_length=limit)
-        manifest["examples"]["dropped_too_long"] = len(too_long) + len(too_long_held)
-        manifest["examples"]["trained_on"] = len(self.train_rows)
-        manifest["examples"]["held_out_scored"] = len(self.eval_rows)
+        manifest["examples"].update(
+            dropped_too_long=len(too_long) + len(too_long_held),
+            trained_on=len(self.train_rows),
+            held_out_scored=len(self.eval_rows),
+            # `train` and `held_out` count before this; these are what the model really saw.
+            trained_on_by_type=counts_by_type(data.train, excluding=too_long),
+            held_out_scored_by_type=counts_by_type(data.held_out, excluding=too_long_held),
+            dropped_too_long_by_type=counts_by_type(
+                [*data.train, *data.held_out], only={*too_long, *too_long_held}
+            ),
+        )
         self.write()
         if not self.train_rows:
             raise DataError(f"no training example fits in {limit} tokens (--max-seq-length)")
@@ -167,19 +315,39 @@ class _Run:
 
         config = self.config
         base = adapter_base(config.base_model, config.merge_check_base)
+        source = self._merge_source(base)
+        self.manifest["merge_source"] = source
+        revision = source.get("revision")
         with self.timed("checks_s"):
             checks = run_checks_isolated(
                 base_model=base,
-                # The revision pins the base model's repository, not its 16-bit original's.
-                base_revision=config.base_revision if base == config.base_model else None,
+                # A Hub commit pins the 16-bit weights; a local folder's fingerprint is no revision.
+                base_revision=revision if revision and not revision.startswith("sha256:") else None,
                 adapter_dir=self.dir / "adapter",
                 merged_dir=self.dir / "merged",
                 device=self.device,
                 max_new_tokens=config.check_max_new_tokens,
+                tolerance=config.merge_check_tolerance,
             )
         self.manifest["checks"] = checks
         self.write()
         return checks
+
+    def _merge_source(self, base: str) -> dict[str, Any]:
+        """The 16-bit weights the adapter was merged into and is checked on, and their revision:
+        the base model's own when they are the base, else resolved now (Unsloth fetches the
+        16-bit original of a pre-quantized base when it merges, just before)."""
+        from .manifest import resolve_revision
+
+        if base == self.config.base_model:
+            revision = self.manifest.get("base_model_revision")
+            reason = self.manifest.get("base_model_revision_reason")
+        else:
+            revision, reason = resolve_revision(base, None)
+        source: dict[str, Any] = {"model": base, "revision": revision}
+        if reason:
+            source["revision_reason"] = reason
+        return source
 
     def _score(self) -> None:
         dataset = self.config.scoring_dataset
@@ -195,18 +363,7 @@ class _Run:
                 version=self.run_id,
                 limit=self.config.eval_limit,
             )
-
-
-def _refuse_finished(run_dir: Path) -> None:
-    import json
-
-    manifest = run_dir / MANIFEST_FILE
-    if manifest.is_file():
-        status = json.loads(manifest.read_text()).get("status")
-        if status == STATUS_COMPLETE:
-            raise RunAlreadyComplete(
-                f"run {run_dir.name!r} is already complete; leave out --run-id for a new run"
-            )
+        self.manifest["scored"] = True
 
 
 class _Timed:

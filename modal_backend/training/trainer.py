@@ -207,9 +207,12 @@ def fit(
         for entry in trainer.state.log_history
         if "loss" in entry or "eval_loss" in entry
     ]
+    train_loss = train_loss_from_history(history)
+    if train_loss is None and resume is None and output.training_loss is not None:
+        train_loss = float(output.training_loss)  # fewer steps than one logging interval
     return FitResult(
         steps=int(trainer.state.global_step),
-        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        train_loss=train_loss,
         eval_loss=eval_loss,
         history=history,
         resumed_from=resume.name if resume else None,
@@ -221,14 +224,64 @@ def fit(
 _HISTORY_KEYS: tuple[str, ...] = ("step", "epoch", "loss", "eval_loss")
 
 
+def train_loss_from_history(history: Sequence[dict[str, float]]) -> float | None:
+    """The mean training loss over every logged step of the run, each logged value weighted by
+    the steps it covers.
+
+    The log history is restored from the checkpoint on a resume, so this covers all attempts.
+    transformers' own `training_loss` does not: after a resume it divides only this attempt's
+    summed loss by the global step count, which understates the loss.
+    """
+    total = 0.0
+    steps = 0.0
+    last_step = 0.0
+    for entry in history:
+        if "loss" not in entry or "step" not in entry:
+            continue
+        covered = entry["step"] - last_step
+        if covered > 0:
+            total += entry["loss"] * covered
+            steps += covered
+            last_step = entry["step"]
+    return round(total / steps, 6) if steps else None
+
+
+CHECKPOINT_WEIGHTS: tuple[str, ...] = (
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "model.safetensors",
+    "model.safetensors.index.json",
+)
+"""Any one of these makes a checkpoint's model part complete (a LoRA run saves the first)."""
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The `checkpoint-<step>` folder with the highest step, if any (what a resume starts from)."""
-    steps = [
-        (int(path.name.split("-")[-1]), path)
-        for path in folder.glob("checkpoint-*")
-        if path.is_dir() and path.name.split("-")[-1].isdigit()
-    ]
-    return max(steps)[1] if steps else None
+    """The `checkpoint-<step>` folder with the highest step that was completely written: it has
+    the model weights and a readable `trainer_state.json`, which the Trainer writes last. A
+    folder left half-written by a preempted container is skipped for the one before it, so it
+    cannot block every retry."""
+    steps = sorted(
+        (
+            (int(path.name.split("-")[-1]), path)
+            for path in folder.glob("checkpoint-*")
+            if path.is_dir() and path.name.split("-")[-1].isdigit()
+        ),
+        reverse=True,
+    )
+    for _, path in steps:
+        if _checkpoint_complete(path):
+            return path
+        logger.warning("skipping the incomplete checkpoint %s", path)
+    return None
+
+
+def _checkpoint_complete(path: Path) -> bool:
+    state = path / "trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any((path / name).is_file() for name in CHECKPOINT_WEIGHTS)
 
 
 @dataclass(frozen=True)
