@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,27 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def grammar_request() -> LlamaRequest:
     return LlamaRequest(text="She go to school yesterday and buyed a books.", type="grammar")
+
+
+@pytest.fixture(scope="session")
+def taught_model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Our model service on a tiny Llama that knows the answer to GRAMMAR_REQUEST by heart."""
+    from modal_backend.engines.transformers_engine import TransformersEngine
+    from tests.app_support import TINY_MODEL_ID
+    from tests.model_service_support import running_service, tiny_model_dir
+
+    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "taught")
+    engine = TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
+    with running_service(engine) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def rambling_engine(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A tiny Llama that never ends its turn: for stopping generation mid-stream."""
+    from modal_backend.engines.transformers_engine import TransformersEngine
+    from tests.app_support import TINY_MODEL_ID
+    from tests.model_service_support import tiny_model_dir
+
+    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "rambling")
+    return TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")

@@ -17,8 +17,8 @@ from suggestions.backends import MockBackend
 from suggestions.contract import LlamaSuggestion
 from suggestions.errors import StreamInterrupted
 from suggestions.service import SuggestionService
-from tests.app_support import TINY_MODEL_ID, tiny_model_backend
-from tests.model_service_support import running_service, tiny_model_dir
+from tests.app_support import tiny_model_backend
+from tests.model_service_support import running_service
 
 REQUEST = LlamaRequest(text="She go to school yesterday and buyed a books.", type="grammar")
 
@@ -64,12 +64,6 @@ async def test_a_second_identical_request_is_served_from_the_cache() -> None:
     assert 'class="ws-badge ws-cached"' in column_html(final, REQUEST.text)
     uncached = [s async for s in stream_columns(service, ("fast",), REQUEST, use_cache=False)]
     assert uncached[-1][0].response is not None and not uncached[-1][0].response.cached
-
-
-@pytest.fixture(scope="module")
-def rambling_engine(tmp_path_factory: pytest.TempPathFactory) -> TransformersEngine:
-    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "rambling")
-    return TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
 
 
 @pytest.fixture(scope="module")

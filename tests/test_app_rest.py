@@ -11,25 +11,14 @@ import httpx
 import pytest
 
 from app.config import AppConfig
-from modal_backend.engines.transformers_engine import TransformersEngine
 from suggestions.backends import MockBackend
 from tests.app_support import TINY_MODEL_ID, app_config, running_app, tiny_model_backend
 from tests.model_service_support import (
     GRAMMAR_ANSWER,
     GRAMMAR_REQUEST,
-    running_service,
-    tiny_model_dir,
 )
 
 APP_KEY = "app-key-51c2"
-
-
-@pytest.fixture(scope="module")
-def model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "taught")
-    engine = TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
-    with running_service(engine) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +27,9 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
 
 
 @pytest.fixture(scope="module")
-def app_url(model_url: str, config: AppConfig) -> Iterator[str]:
+def app_url(taught_model_url: str, config: AppConfig) -> Iterator[str]:
     backends = {
-        "custom": tiny_model_backend(model_url),
+        "custom": tiny_model_backend(taught_model_url),
         "broken": MockBackend(name="broken", fail_after=1),
         "mock": MockBackend(),
     }

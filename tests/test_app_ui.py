@@ -27,7 +27,6 @@ from tests.model_service_support import (
     GRAMMAR_ANSWER,
     GRAMMAR_REQUEST,
     running_service,
-    tiny_model_dir,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,22 +44,14 @@ STATUS = re.compile(r'data-status="(\w+)"')
 
 
 @pytest.fixture(scope="module")
-def model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "taught")
-    engine = TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
-    with running_service(engine) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
     return app_config(tmp_path_factory.mktemp("app"), ("custom", "mock", "broken"))
 
 
 @pytest.fixture(scope="module")
-def app_url(model_url: str, config: AppConfig) -> Iterator[str]:
+def app_url(taught_model_url: str, config: AppConfig) -> Iterator[str]:
     backends = {
-        "custom": tiny_model_backend(model_url),
+        "custom": tiny_model_backend(taught_model_url),
         "mock": MockBackend(first_token_delay_s=0.4, label="mock: slow"),
         "broken": MockBackend(name="broken", fail_after=1, label="mock: always fails"),
     }
@@ -199,12 +190,6 @@ def write_eval_run(folder: Path) -> None:
         },
     }
     (folder / "summary.json").write_text(json.dumps(summary))
-
-
-@pytest.fixture(scope="module")
-def rambling_engine(tmp_path_factory: pytest.TempPathFactory) -> TransformersEngine:
-    folder = tiny_model_dir(tmp_path_factory.mktemp("models"), "rambling")
-    return TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="test")
 
 
 def test_the_stop_button_stops_generation_on_the_model_server(
