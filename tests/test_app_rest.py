@@ -4,6 +4,7 @@ service, and a clear error for each kind of bad input or failure."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,7 @@ import pytest
 from app.config import AppConfig
 from suggestions.backends import MockBackend
 from tests.app_support import TINY_MODEL_ID, app_config, running_app, tiny_model_backend
-from tests.model_service_support import (
-    GRAMMAR_ANSWER,
-    GRAMMAR_REQUEST,
-)
+from tests.model_service_support import GRAMMAR_ANSWER, GRAMMAR_REQUEST, running_service
 
 APP_KEY = "app-key-51c2"
 
@@ -149,3 +147,32 @@ def test_an_api_key_when_configured_is_required(tmp_path: Path) -> None:
         )
         assert allowed.status_code == 200
         assert allowed.json()["revised_text"] == "She went to school yesterday."
+
+
+def test_a_client_that_leaves_an_sse_stream_stops_the_model(
+    rambling_engine: object, tmp_path: Path
+) -> None:
+    from modal_backend.engines.transformers_engine import TransformersEngine
+
+    assert isinstance(rambling_engine, TransformersEngine)
+    config = app_config(tmp_path, ("custom",))
+    with (
+        running_service(rambling_engine) as model_url,
+        running_app(config, {"custom": tiny_model_backend(model_url)}) as url,
+    ):
+        before = rambling_engine.tokens_generated
+        with httpx.stream(
+            "POST",
+            suggest_url(url),
+            json={"text": "word " * 400, "type": "style"},
+            headers={"Accept": "text/event-stream"},
+            timeout=60,
+        ) as response:
+            for line in response.iter_lines():
+                if line == "event: delta":
+                    break
+        time.sleep(1.0)
+        settled = rambling_engine.tokens_generated
+        time.sleep(0.5)
+        assert rambling_engine.tokens_generated == settled, "generation went on"
+        assert settled - before < 1500
