@@ -18,6 +18,7 @@ from typing import Any
 from uuid import uuid4
 
 import gradio as gr
+import pandas as pd
 from pydantic import ValidationError
 
 from suggestions.contract import LlamaRequest, describe_validation_error, parse_request
@@ -325,18 +326,23 @@ def _dashboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
     latency_plot = gr.Plot(label="Latency")
 
     def load() -> tuple[Any, ...]:
-        runs, broken = [], []
+        runs, broken, scores, latencies = [], [], [], []
         for run in dashboard.find_runs(root):
             try:  # one half-written or damaged run must not hide the others
-                dashboard.scores_table([run])
-                dashboard.latency_table([run])
+                run_scores = dashboard.scores_table([run])
+                run_latency = dashboard.latency_table([run])
             except dashboard.DashboardError as exc:
                 logger.warning("dashboard: %s", exc)
                 broken.append(run.name)
             else:
                 runs.append(run)
-        score_table = dashboard.scores_table(runs)
-        latency_table = dashboard.latency_table(runs)
+                scores.append(run_scores)
+                latencies.append(run_latency)
+        if runs:  # each summary read once
+            score_table = pd.concat(scores, ignore_index=True)
+            latency_table = pd.concat(latencies, ignore_index=True)
+        else:
+            score_table, latency_table = dashboard.scores_table([]), dashboard.latency_table([])
         message = f"{len(runs)} run(s) found." if runs else f"No eval runs found under `{root}`."
         if broken:
             message += f" Skipped, unreadable: {', '.join(broken)} (details in the log)."

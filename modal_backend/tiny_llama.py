@@ -48,7 +48,10 @@ def build_tiny_llama(
     *,
     seed: int = 0,
     vocab_size: int = 384,
+    hidden_size: int = 32,
+    intermediate_size: int = 64,
     mute: bool = False,
+    trainable_scale: float | None = None,
     lessons: Sequence[Lesson] = (),
 ) -> Path:
     """Write a tiny Llama model folder and return it.
@@ -61,6 +64,10 @@ def build_tiny_llama(
     the model ends its turn at once (for testing the stop on end-of-turn). Otherwise the
     end-of-turn and end-of-text logits are pinned at zero while others are random, so greedy
     decoding runs to `max_tokens`, which is what timing and cancellation tests need.
+
+    With `trainable_scale` (for fine-tuning tests) the output rows are scaled by it, since a
+    LoRA on the projections cannot move the final norm, and the end-of-turn rows stay random
+    like any token's, so a LoRA can learn both the answers and when to stop.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -87,8 +94,8 @@ def build_tiny_llama(
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -102,6 +109,8 @@ def build_tiny_llama(
     with torch.no_grad():
         if mute:
             model.lm_head.weight.zero_()
+        elif trainable_scale is not None:
+            model.lm_head.weight.mul_(trainable_scale)
         else:
             for token in ("<|eot_id|>", "<|end_of_text|>"):
                 model.lm_head.weight[tokenizer.convert_tokens_to_ids(token)] = 0.0

@@ -181,36 +181,9 @@ def run(out: Path, steps: int, learning_rate: float, *, four_bit: bool, backend:
 def small_llama(folder: Path) -> Path:
     """A Llama-architecture model from a config, big enough for Unsloth's kernels (head size
     64), with the tiny Llama-3 tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from modal_backend.tiny_llama import build_tiny_llama
 
-    build_tiny_llama(folder)  # the tokenizer and chat template; the weights are replaced
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # room for confident answers: LoRA cannot move the final norm
-        model.lm_head.weight.mul_(4)
-    model.generation_config.eos_token_id = [
-        tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids("<|eot_id|>"),
-    ]
-    model.to(torch.bfloat16).save_pretrained(folder)
-    return folder
+    return build_tiny_llama(folder, hidden_size=256, intermediate_size=1024, trainable_scale=4)
 
 
 def generate(merged: Path, request: Any) -> tuple[str, dict[str, float]]:

@@ -90,25 +90,10 @@ SMOKE = {
 
 
 def trainable_tiny_llama(folder: Path) -> Path:
-    """The tiny test Llama with an output layer LoRA can steer: its random output rows are
-    scaled up (a LoRA on the projections cannot move the final norm) and the end-of-turn and
-    end-of-text rows, which the tiny model pins at zero, get random values like any token."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """The tiny test Llama with an output layer a LoRA can steer (see `trainable_scale`)."""
     from modal_backend.tiny_llama import build_tiny_llama
 
-    build_tiny_llama(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(30)
-        for token in ("<|eot_id|>", "<|end_of_text|>"):
-            row = tokenizer.convert_tokens_to_ids(token)
-            model.lm_head.weight[row] = torch.randn(model.config.hidden_size, generator=generator)
-    model.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(folder, trainable_scale=30)
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
