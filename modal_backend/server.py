@@ -1,8 +1,9 @@
 """`create_app`: the OpenAI-compatible model service over one engine.
 
-`POST /v1/chat/completions` (JSON, or SSE with `"stream": true`), `GET /v1/models` and
-`GET /health`. Every route but `/health` needs `Authorization: Bearer <key>`. Requests beyond the
-engine's concurrency wait a bounded time for a slot, then get 503 with `Retry-After`; a client
+`POST /v1/chat/completions` (JSON, or SSE with `"stream": true`), `GET /v1/models`,
+`GET /v1/models/{id}` and `GET /health`. Every route but `/health` needs
+`Authorization: Bearer <key>`. Requests beyond the engine's concurrency wait a bounded time
+for a slot, then get 503 with `Retry-After`; a client
 that goes away while its answer is generated stops that generation at the next token. One JSON
 log line per request, with no text and no key.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from suggestions.keys import authorization_matches, read_api_key
 from suggestions.prompts import MAX_OUTPUT_TOKENS
 from suggestions.wire import (
     DONE,
@@ -36,6 +37,7 @@ from suggestions.wire import (
     delta_chunk,
     error_body,
     final_chunk,
+    role_chunk,
     sse_frame,
 )
 
@@ -125,9 +127,9 @@ def create_app(
     """The service app. Pass a loaded engine (which stays the caller's to close), or a function
     that loads one: it then runs in a thread at start-up while `/health` answers 503 `loading`,
     and the app closes the engine at shutdown."""
-    if not api_key or not api_key.strip():
+    key = read_api_key(api_key, "MODAL_API_KEY")
+    if key is None:
         raise ValueError("the model service needs an API key")
-    key = api_key.strip().encode()
     limits = limits or ServiceLimits()
     loader = None if hasattr(engine, "stream") else engine
     service = _Service(None if loader else engine, aliases)  # type: ignore[arg-type]
@@ -153,8 +155,7 @@ def create_app(
     app.add_middleware(_RequestLog)
 
     def authorize(request: Request) -> None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
+        if not authorization_matches(request.headers.get("authorization"), key):
             raise ApiError(
                 401,
                 "missing or wrong API key: send it as 'Authorization: Bearer <key>'",
@@ -185,21 +186,37 @@ def create_app(
             body |= {"model": service.engine.model_id, "version": service.engine.version}
         return JSONResponse(body, status_code=200 if service.state == "ready" else 503)
 
+    def model_card(model_id: str, engine: Engine) -> dict[str, Any]:
+        return {
+            "id": model_id,
+            "object": "model",
+            "created": service.loaded_at,
+            "owned_by": "writing-suggestions",
+            "version": engine.version,
+        }
+
+    def not_served(model_id: str) -> ApiError:
+        return ApiError(
+            404,
+            f"model {model_id!r} is not served here; this server serves "
+            f"{', '.join(service.served_ids())}",
+            code="model_not_found",
+        )
+
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         authorize(request)
         engine = ready_engine()
-        data = [
-            {
-                "id": model_id,
-                "object": "model",
-                "created": service.loaded_at,
-                "owned_by": "writing-suggestions",
-                "version": engine.version,
-            }
-            for model_id in service.served_ids()
-        ]
+        data = [model_card(model_id, engine) for model_id in service.served_ids()]
         return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> JSONResponse:
+        authorize(request)
+        engine = ready_engine()
+        if model_id not in service.served_ids():
+            raise not_served(model_id)
+        return JSONResponse(model_card(model_id, engine))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -215,12 +232,7 @@ def create_app(
         record.stream = chat.stream
         engine = ready_engine()
         if chat.model and chat.model not in service.served_ids():
-            raise ApiError(
-                404,
-                f"model {chat.model!r} is not served here; this server serves "
-                f"{', '.join(service.served_ids())}",
-                code="model_not_found",
-            )
+            raise not_served(chat.model)
         record.model = engine.model_id
         if chat.input_chars() > limits.max_input_chars:
             raise _too_large(limits, chat.input_chars())
@@ -328,6 +340,7 @@ class _Generation:
     async def sse(self, first: EngineEvent) -> AsyncIterator[bytes]:
         chunk_id, model = completion_id(), self.engine.model_id
         try:
+            yield sse_frame(role_chunk(model=model, chunk_id=chunk_id))
             async for event in self._all(first):
                 if isinstance(event, Delta):
                     yield sse_frame(delta_chunk(event.text, model=model, chunk_id=chunk_id))

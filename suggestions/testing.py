@@ -23,6 +23,7 @@ from .wire import (
     delta_chunk,
     error_body,
     final_chunk,
+    role_chunk,
     sse_frame,
 )
 
@@ -61,7 +62,8 @@ def sse_reply(
 ) -> Reply:
     """A chat-completions SSE stream; `split_every` re-cuts its bytes into tiny chunks."""
     chunk_id = completion_id()
-    frames = [sse_frame(delta_chunk(text, model=model, chunk_id=chunk_id)) for text in deltas]
+    frames = [sse_frame(role_chunk(model=model, chunk_id=chunk_id))]
+    frames += [sse_frame(delta_chunk(text, model=model, chunk_id=chunk_id)) for text in deltas]
     if finish_reason is not None:
         prompt, completion = usage or (0, 0)
         last = final_chunk(

@@ -2,6 +2,10 @@
 
 Servers build bodies and SSE frames with the `*_chunk`, `completion_body`, `error_body` and
 `sse_frame` helpers; the client reads them back with `read_chunk` and `read_completion`.
+
+A stream is `role_chunk`, then `delta_chunk`s, then one `final_chunk` (finish reason and usage),
+then `data: [DONE]`: the order OpenAI and vLLM send, which the official SDKs' stream helpers
+(Python `chat.completions.stream(...)`, Node `finalChatCompletion()`) rely on.
 """
 
 from __future__ import annotations
@@ -133,15 +137,29 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
+def role_chunk(*, model: str, chunk_id: str, created: int | None = None) -> dict[str, Any]:
+    """The first chunk of every stream: it says who speaks, and SDKs that rebuild the whole
+    message from a stream refuse one without it ("missing role for choice 0")."""
+    return _chunk(
+        {"role": "assistant", "content": ""}, model=model, chunk_id=chunk_id, created=created
+    )
+
+
 def delta_chunk(
     content: str, *, model: str, chunk_id: str, created: int | None = None
+) -> dict[str, Any]:
+    return _chunk({"content": content}, model=model, chunk_id=chunk_id, created=created)
+
+
+def _chunk(
+    delta: dict[str, str], *, model: str, chunk_id: str, created: int | None
 ) -> dict[str, Any]:
     return {
         "id": chunk_id,
         "object": "chat.completion.chunk",
         "created": created or int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
     }
 
 

@@ -247,7 +247,7 @@ async def test_stall_before_headers_times_out_without_retry(
 
 async def test_stall_mid_stream_times_out(server, harness, grammar_request) -> None:
     reply = sse_reply(DELTAS)
-    reply.parts.insert(2, 1.0)  # after two deltas
+    reply.parts.insert(3, 1.0)  # after the role chunk and two deltas
     server.enqueue(reply)
     h = harness(timeout=httpx.Timeout(0.2, connect=1.0))
     deltas, _ = await h.fail(grammar_request, BackendTimeout)
@@ -257,7 +257,7 @@ async def test_stall_mid_stream_times_out(server, harness, grammar_request) -> N
 
 async def test_malformed_chunk_is_a_bad_response(server, harness, grammar_request) -> None:
     reply = sse_reply(DELTAS)
-    reply.parts.insert(1, b"data: {not json\n\n")
+    reply.parts.insert(2, b"data: {not json\n\n")
     server.enqueue(reply)
     h = harness()
     deltas, error = await h.fail(grammar_request, BadBackendResponse)
@@ -269,7 +269,7 @@ async def test_malformed_chunk_is_a_bad_response(server, harness, grammar_reques
 
 async def test_an_error_object_in_the_stream_is_reported(server, harness, grammar_request) -> None:
     reply = sse_reply(DELTAS)
-    reply.parts.insert(1, b'data: {"error": {"message": "CUDA out of memory"}}\n\n')
+    reply.parts.insert(2, b'data: {"error": {"message": "CUDA out of memory"}}\n\n')
     server.enqueue(reply)
     _, error = await harness().fail(grammar_request, BackendUnavailable)
     assert "CUDA out of memory" in error.detail
@@ -443,7 +443,7 @@ async def test_keep_alives_cannot_stretch_a_call_past_its_deadline(
 )
 async def test_odd_shaped_chunks_are_bad_responses(server, harness, grammar_request, chunk) -> None:
     reply = sse_reply(DELTAS)
-    reply.parts.insert(1, chunk)
+    reply.parts.insert(2, chunk)
     server.enqueue(reply)
     await harness().fail(grammar_request, BadBackendResponse)
 
