@@ -14,6 +14,7 @@ from pathlib import Path
 from suggestions.backends import BACKEND_NAMES
 from suggestions.config import Settings
 from suggestions.errors import ConfigurationError
+from suggestions.keys import read_api_key
 
 MAX_COLUMNS = 4
 DEFAULT_COLUMNS = ("custom", "baseline", "mock")
@@ -73,7 +74,7 @@ class AppConfig:
             raise ConfigurationError("set both APP_USERNAME and APP_PASSWORD to require a login")
         if user:
             values["auth"] = (user, password)
-        if key := env.get("APP_API_KEY"):
+        if key := read_api_key(env.get("APP_API_KEY"), "APP_API_KEY"):
             values["api_key"] = key
         if concurrency := env.get("APP_CONCURRENCY"):
             try:

@@ -7,7 +7,6 @@ event (or one `error` event). `GET /healthz` says the app is up and which backen
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 from suggestions.backends.base import TextDelta
 from suggestions.contract import LlamaRequest, describe_validation_error, parse_request
 from suggestions.errors import BackendError, ConfigurationError
+from suggestions.keys import authorization_matches
 
 from .runtime import Runtime
 
@@ -98,9 +98,7 @@ def _authorize(runtime: Runtime, request: Request) -> None:
     expected = runtime.config.api_key
     if expected is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    if not authorization_matches(request.headers.get("authorization"), expected):
         raise RestError(401, "unauthorized", "A valid API key is needed (Authorization: Bearer).")
 
 

@@ -308,8 +308,9 @@ def fetch_base_model(repo_id: str) -> Path:
 
 def service_app(engine: Engine) -> Any:
     from modal_backend.server import create_app
+    from suggestions.keys import read_api_key
 
-    api_key = os.environ.get("MODAL_API_KEY", "").strip()
+    api_key = read_api_key(os.environ.get("MODAL_API_KEY"), "MODAL_API_KEY")
     if not api_key:
         raise RuntimeError(f"the secret {CONFIG.api_key_secret!r} must hold MODAL_API_KEY")
     return create_app(engine, api_key=api_key)

@@ -17,6 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from suggestions.errors import ConfigurationError
+from suggestions.keys import read_api_key
+
 from .engines.base import Engine
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 from .server import ServiceLimits, create_app
@@ -82,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    api_key = (args.api_key or os.environ.get("MODAL_API_KEY") or "").strip()
+    try:
+        api_key = read_api_key(args.api_key or os.environ.get("MODAL_API_KEY"), "MODAL_API_KEY")
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not api_key:
         print(
             "error: no API key: pass --api-key or set MODAL_API_KEY (clients send it as "

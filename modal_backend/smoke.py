@@ -28,6 +28,8 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from suggestions import LlamaRequest
+from suggestions.errors import ConfigurationError
+from suggestions.keys import read_api_key
 from suggestions.prompts import build_messages
 
 DEFAULT_TEXT = "She go to school yesterday."
@@ -234,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = out or sys.stdout
-    api_key = (args.api_key or os.environ.get("MODAL_API_KEY") or "").strip()
+    try:
+        api_key = read_api_key(args.api_key or os.environ.get("MODAL_API_KEY"), "MODAL_API_KEY")
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not api_key:
         print("error: no API key: pass --api-key or set MODAL_API_KEY", file=sys.stderr)
         return 2

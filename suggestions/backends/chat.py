@@ -24,12 +24,12 @@ from ..errors import (
     BackendTimeout,
     BackendUnavailable,
     BadBackendResponse,
-    ConfigurationError,
     RateLimited,
     RequestRejected,
     StreamInterrupted,
     UnexpectedFailure,
 )
+from ..keys import read_api_key
 from ..prompts import ChatMessage, build_messages, max_output_tokens
 from ..retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..wire import (
@@ -59,20 +59,6 @@ def chat_completions_url(base_url: str) -> str:
     if url.endswith("/v1"):
         return f"{url}/chat/completions"
     return f"{url}/v1/chat/completions"
-
-
-def checked_api_key(key: str | None, env_var: str) -> str | None:
-    """The key without surrounding whitespace; refused if a header could not carry it (and the
-    HTTP library would then echo it in its error message)."""
-    key = (key or "").strip()
-    if not key:
-        return None
-    if not (key.isascii() and key.isprintable()) or any(char.isspace() for char in key):
-        raise ConfigurationError(
-            f"{env_var} contains spaces or control characters, which a header cannot carry: "
-            "set it to the key alone"
-        )
-    return key
 
 
 @dataclass
@@ -146,7 +132,7 @@ class ChatBackend:
         self.temperature = temperature
         self.total_timeout_s = total_timeout_s
         self.retry = retry or RetryPolicy()
-        self._api_key = checked_api_key(api_key, key_env_var)
+        self._api_key = read_api_key(api_key, key_env_var)
         self._build_prompt = build_prompt
         self._timeout = timeout or httpx.Timeout(30.0, connect=5.0)
         self._transport = transport
