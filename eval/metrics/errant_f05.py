@@ -1,11 +1,29 @@
-"""ERRANT precision, recall and F0.5 (Bryant et al. 2017), with a per-error-type breakdown.
+"""ERRANT precision, recall and F0.5 (Bryant et al. 2017), with a per-error-type breakdown,
+computed as the official `errant_parallel` + `errant_compare` compute them.
 
-Edits are extracted by `errant` from (source, hypothesis) and (source, reference), using the
-spaCy model shipped as a package, and matched on their span and correction, as `errant_compare`
-does. With several references, each sentence is scored against the reference that gives the
-best running corpus F0.5 (ties: more true positives, then fewer false positives, then fewer false
-negatives), also as `errant_compare` does. F0.5 weighs precision twice as much as recall: a wrong
-edit costs an author more than a missed one.
+Edits are extracted by `errant` (its default alignment and `rules` merging) from (source,
+hypothesis) and (source, reference), with the spaCy model shipped as a package, and matched on
+their span and correction. What `errant_compare` does is done here too: a text identical to its
+source is a noop; a reference that yields no edit line at all is not a reference (when no
+reference has any line, the sentence has one empty reference); `UNK` edits count nowhere; a true
+positive takes the reference's error type; an empty source is skipped. With several references,
+each sentence is scored against the reference that gives the best running corpus F0.5, rounded
+to 4 places (ties: more true positives, then fewer false positives, then fewer false negatives).
+F0.5 weighs precision twice as much as recall: a wrong edit costs an author more than a missed one.
+
+Tokens. Plain text (our datasets) is tokenized by spaCy, as `errant_parallel -tok` tokenizes
+it. Tokenized data (`pretokenized=True`: JFLEG's files) has its sources and references split on
+whitespace and taken as they are, as `errant_parallel` without `-tok` takes them: spaCy would
+split `self-confidence`, `cannot` and `'m` again and move the counts away from the official
+ones (on JFLEG dev, ref0 against refs 1-3: 1379/1325/1124 TP/FP/FN instead of 1372/1334/1124).
+A hypothesis is a model's plain-text answer; on tokenized data it is tokenized by
+`nlp.answer_tokens` (spaCy's tokens, with the words the source has whole kept whole), so that
+`don't` and `home.` meet JFLEG's `do n't` and `home .` while an unchanged word is no edit. A
+hypothesis that comes tokenized (`hypotheses_pretokenized=True`: a system's output file) is
+taken as it is. The counts equal the official tools' on the same tokens: on tokenized data,
+`errant_parallel` without `-tok` on the source, the references and each hypothesis's tokens
+joined by spaces; on plain text, both runs with `-tok` (runs of whitespace, which spaCy makes
+tokens of and a line-based tool never sees as newlines, are dropped here).
 """
 
 from __future__ import annotations
@@ -16,9 +34,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from .nlp import parse, spacy_pipeline
+from .nlp import answer_tokens, parse, prefetch, spacy_pipeline
 
 Edit = tuple[int, int, str]
+"""An edit as `errant_compare` matches it: the source token span and the corrected tokens."""
+Coder = dict[Edit, list[str]]
+"""One reference's (or the hypothesis's) edits with their types; a list, since M2 may repeat a
+span and `errant_compare` counts each."""
+M2Edits = list[tuple[Edit, str]] | None
+"""The edit lines `errant_parallel` writes for one corrected text; None for its noop line."""
 
 
 @cache
@@ -28,14 +52,25 @@ def annotator() -> Any:
     return errant.load("en", spacy_pipeline())
 
 
-def edits(source: str, corrected: str) -> dict[Edit, str]:
+def m2_edits(source: Any, corrected: Any, *, identical: bool) -> M2Edits:
+    """The typed edits from the parsed `source` to the parsed `corrected`, as `errant_parallel`
+    writes them (None when it writes a noop: the two texts are the same)."""
+    if identical:
+        return None
+    return [
+        ((edit.o_start, edit.o_end, " ".join(token.text for token in edit.c_toks)), edit.type)
+        for edit in annotator().annotate(source, corrected)
+    ]
+
+
+def edits(source: str, corrected: str, *, pretokenized: bool = False) -> dict[Edit, str]:
     """The edits that turn `source` into `corrected`, each mapped to its ERRANT type."""
-    ann = annotator()
-    return {
-        (edit.o_start, edit.o_end, edit.c_str): edit.type
-        for edit in ann.annotate(parse(source), parse(corrected))
-        if edit.type != "noop"
-    }
+    found = m2_edits(
+        parse(source, pretokenized=pretokenized),
+        parse(corrected, pretokenized=pretokenized),
+        identical=_line(source, pretokenized) == corrected.strip(),
+    )
+    return dict(found or [])
 
 
 def f_beta(tp: int, fp: int, fn: int, beta: float = 0.5) -> tuple[float, float, float]:
@@ -79,14 +114,37 @@ class ErrantCounts:
         return table
 
 
-def compare_edits(hypothesis: dict[Edit, str], reference: dict[Edit, str]) -> ErrantCounts:
+def coder(found: M2Edits) -> Coder | None:
+    """The edits `errant_compare` keeps from one text's M2 lines: none for a noop, no `UNK`
+    edits; None when there were no lines at all (it never learns of that reference)."""
+    if found is None:
+        return {}
+    if not found:
+        return None
+    kept: Coder = {}
+    for edit, kind in found:
+        if kind != "UNK":
+            kept.setdefault(edit, []).append(kind)
+    return kept
+
+
+def compare_edits(hypothesis: Coder, reference: Coder) -> ErrantCounts:
+    """True and false positives and false negatives; a true positive takes the reference's
+    type, as in errant_compare."""
     counts = ErrantCounts()
-    for edit, kind in hypothesis.items():
-        outcome = "tp" if edit in reference else "fp"
-        counts.by_type.setdefault(kind, Counter())[outcome] += 1
-    for edit, kind in reference.items():
+
+    def count(kinds: list[str], outcome: str) -> None:
+        for kind in kinds:
+            counts.by_type.setdefault(kind, Counter())[outcome] += 1
+
+    for edit, kinds in hypothesis.items():
+        if edit in reference:
+            count(reference[edit], "tp")
+        else:
+            count(kinds, "fp")
+    for edit, kinds in reference.items():
         if edit not in hypothesis:
-            counts.by_type.setdefault(kind, Counter())["fn"] += 1
+            count(kinds, "fn")
     counts.tp = sum(c["tp"] for c in counts.by_type.values())
     counts.fp = sum(c["fp"] for c in counts.by_type.values())
     counts.fn = sum(c["fn"] for c in counts.by_type.values())
@@ -94,7 +152,7 @@ def compare_edits(hypothesis: dict[Edit, str], reference: dict[Edit, str]) -> Er
 
 
 def best_reference(
-    hypothesis: dict[Edit, str], references: Sequence[dict[Edit, str]], running: ErrantCounts
+    hypothesis: Coder, references: Sequence[Coder], running: ErrantCounts
 ) -> ErrantCounts:
     """The reference's counts that maximise the running corpus F0.5 (errant_compare's rule)."""
     best: tuple[tuple[float, int, int, int], ErrantCounts] | None = None
@@ -109,14 +167,54 @@ def best_reference(
 
 
 def errant_scores(
-    sources: Sequence[str], hypotheses: Sequence[str], references: Sequence[Sequence[str]]
+    sources: Sequence[str],
+    hypotheses: Sequence[str],
+    references: Sequence[Sequence[str]],
+    *,
+    pretokenized: bool = False,
+    hypotheses_pretokenized: bool = False,
 ) -> tuple[ErrantCounts, list[ErrantCounts]]:
-    """Corpus counts and each sentence's counts (against its chosen reference)."""
+    """Corpus counts and each sentence's counts (against its chosen reference).
+
+    `pretokenized`: the sources and references come tokenized (JFLEG) and are taken as they
+    are; `hypotheses_pretokenized`: so do the hypotheses (else they are plain-text answers).
+    """
+    answers = pretokenized and not hypotheses_pretokenized
+    lines = [  # each hypothesis as the line the official tools would read
+        " ".join(answer_tokens(hypothesis, source)) if answers else hypothesis
+        for source, hypothesis in zip(sources, hypotheses, strict=True)
+    ]
+    tokenized = pretokenized or hypotheses_pretokenized
+    prefetch([*sources, *(ref for refs in references for ref in refs)], pretokenized=pretokenized)
+    prefetch(lines, pretokenized=tokenized)
     corpus = ErrantCounts()
     per_sentence = []
-    for source, hypothesis, refs in zip(sources, hypotheses, references, strict=True):
-        hyp_edits = edits(source, hypothesis)
-        chosen = best_reference(hyp_edits, [edits(source, ref) for ref in refs], corpus)
+    for source, line, refs in zip(sources, lines, references, strict=True):
+        if not source.strip():  # errant_parallel skips the line
+            per_sentence.append(ErrantCounts())
+            continue
+        hyp_edits = _coder_of(source, pretokenized, line, tokenized) or {}
+        ref_edits = [
+            found
+            for found in (_coder_of(source, pretokenized, ref, pretokenized) for ref in refs)
+            if found is not None
+        ]
+        chosen = best_reference(hyp_edits, ref_edits, corpus)
         corpus.add(chosen)
         per_sentence.append(chosen)
     return corpus, per_sentence
+
+
+def _coder_of(source: str, pretokenized: bool, corrected: str, tokenized: bool) -> Coder | None:
+    """`corrected`'s edits of `source`, as errant_compare keeps them."""
+    found = m2_edits(
+        parse(source, pretokenized=pretokenized),
+        parse(corrected, pretokenized=tokenized),
+        identical=corrected.strip() == _line(source, pretokenized),
+    )
+    return coder(found)
+
+
+def _line(text: str, pretokenized: bool) -> str:
+    """The text `errant_parallel` compares a correction with: its source Doc's text."""
+    return " ".join(text.split()) if pretokenized else text.strip()
