@@ -4,6 +4,11 @@ The eval harness leaves one folder per run with a `summary.json` (see `eval/scor
 metric in it may be missing or null (a run without grammar rows has no GLEU or ERRANT), so the
 tables carry NaN there rather than failing. Figures are built on `matplotlib.figure.Figure`
 directly: no pyplot, so importing this module never picks or changes a GUI backend.
+
+The harness scores a failed answer as the unedited source, so each score is read with its error
+rate beside it (a column of the table, and under each bar of a backend that failed), and each
+run's do-nothing line (`unedited_source` in the summary: the source as the answer) is a row of
+its own, drawn hatched: a model is only useful above it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ SCORE_COLUMNS = (
     "proselint_delta",
 )
 SUMMARY = "summary.json"
+UNEDITED = "unedited source"
+"""The backend name of a run's do-nothing row."""
 SCORE_TABLE_COLUMNS = (
     "run",
     "backend",
@@ -116,7 +123,8 @@ def _summary(run: Path | str) -> tuple[str, dict[str, Any]]:
 
 
 def scores_table(runs: Sequence[Path]) -> pd.DataFrame:
-    """One row per (run, backend): who it was, how many examples failed, and the headline scores."""
+    """One row per (run, backend): who it was, how many examples failed, and the headline
+    scores; then the run's do-nothing row (`UNEDITED`, no errors of its own) when it has one."""
     rows: list[dict[str, Any]] = []
     for run in runs:
         where, document = _summary(run)
@@ -131,10 +139,25 @@ def scores_table(runs: Sequence[Path]) -> pd.DataFrame:
                     "examples": _count(entry.get("examples"), where, f"{backend}.examples"),
                     "errors": _count(entry.get("errors"), where, f"{backend}.errors"),
                     "error_rate": _number(entry.get("error_rate"), where, f"{backend}.error_rate"),
-                    **{
-                        column: _number(metrics.get(column), where, f"{backend}.metrics.{column}")
-                        for column in SCORE_COLUMNS
-                    },
+                    **_scores(metrics, where, f"{backend}.metrics"),
+                }
+            )
+        unedited = document.get("unedited_source")
+        if unedited is not None:
+            if not isinstance(unedited, dict) or not isinstance(
+                unedited.get("metrics") or {}, dict
+            ):
+                raise DashboardError(f"{where}: unedited_source is not an object with metrics")
+            rows.append(
+                {
+                    "run": document["run"],
+                    "backend": UNEDITED,
+                    "label": str(unedited.get("label") or "do nothing"),
+                    "model_id": "",
+                    "examples": _count(unedited.get("examples"), where, "unedited_source.examples"),
+                    "errors": None,
+                    "error_rate": math.nan,
+                    **_scores(unedited.get("metrics") or {}, where, "unedited_source.metrics"),
                 }
             )
     table = pd.DataFrame(rows, columns=list(SCORE_TABLE_COLUMNS))
@@ -143,6 +166,13 @@ def scores_table(runs: Sequence[Path]) -> pd.DataFrame:
     for column in ("error_rate", *SCORE_COLUMNS):
         table[column] = table[column].astype("float64")
     return table
+
+
+def _scores(metrics: dict[str, Any], where: str, prefix: str) -> dict[str, float]:
+    return {
+        column: _number(metrics.get(column), where, f"{prefix}.{column}")
+        for column in SCORE_COLUMNS
+    }
 
 
 def latency_table(runs: Sequence[Path]) -> pd.DataFrame:
@@ -174,7 +204,12 @@ def scores_figure(table: pd.DataFrame) -> Figure:
     if table.empty:
         return _message_figure(NO_RUNS)
     names = _row_names(table)
-    colours = _colours(len(names))
+    unedited = (table["backend"] == UNEDITED).to_numpy(dtype=bool)
+    colours = [
+        _DO_NOTHING_COLOUR if flag else colour
+        for flag, colour in zip(unedited, _colours(len(names)), strict=True)
+    ]
+    failed = table["error_rate"].to_numpy(dtype=float)
     figure = Figure(figsize=(12, 7), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
     for ax, column in zip(axes, SCORE_COLUMNS, strict=True):
@@ -182,14 +217,20 @@ def scores_figure(table: pd.DataFrame) -> Figure:
             table[column].to_numpy(dtype=float) if column in table else np.full(len(names), np.nan)
         )
         positions = np.arange(len(names))
-        ax.bar(positions, np.nan_to_num(values), color=colours, width=0.8)
+        bars = ax.bar(positions, np.nan_to_num(values), color=colours, width=0.8)
+        for bar, flag in zip(bars, unedited, strict=True):
+            if flag:
+                bar.set_hatch("//")
+                bar.set_edgecolor("0.45")
         ax.set_title(_SCORE_TITLES[column], fontsize=11)
         ax.set_xticks([])
         ax.axhline(0.0, color="0.3", linewidth=0.8)
         finite = values[np.isfinite(values)]
         top = float(np.abs(finite).max()) if finite.size else 1.0
-        for x, value in zip(positions, values, strict=True):
+        for x, value, rate in zip(positions, values, failed, strict=True):
             text = "n/a" if math.isnan(value) else f"{value + 0.0:.2f}".replace("-0.00", "0.00")
+            if rate > 0:  # NaN (the do-nothing row) compares False
+                text += f"\n{rate:.0%} failed"
             offset = top * 0.02 if math.isnan(value) or value >= 0 else -top * 0.02
             ax.text(
                 x,
@@ -205,7 +246,7 @@ def scores_figure(table: pd.DataFrame) -> Figure:
         margin = (high - low) * 0.15 or 0.1
         ax.set_ylim(low - (margin if low < 0 else 0.0), high + margin)
         _narrow(ax, len(names))
-    _legend(figure, names, colours)
+    _legend(figure, names, colours, unedited)
     return figure
 
 
@@ -257,6 +298,9 @@ def _row_names(table: pd.DataFrame, separator: str = ": ") -> list[str]:
     return [f"{run}{separator}{backend}" for run, backend in pairs]
 
 
+_DO_NOTHING_COLOUR = "#d9d9d9"
+
+
 def _colours(count: int) -> list[str]:
     palette = (
         "#1f77b4",
@@ -273,8 +317,14 @@ def _colours(count: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(count)]
 
 
-def _legend(figure: Figure, names: list[str], colours: list[str]) -> None:
-    handles = [Patch(color=colour) for colour in colours]
+def _legend(
+    figure: Figure, names: list[str], colours: list[str], hatched: Sequence[bool] = ()
+) -> None:
+    flags = list(hatched) or [False] * len(colours)
+    handles = [
+        Patch(facecolor=colour, edgecolor="0.45", hatch="//") if flag else Patch(color=colour)
+        for colour, flag in zip(colours, flags, strict=True)
+    ]
     figure.legend(
         handles,
         names,

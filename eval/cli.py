@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from suggestions import LlamaRequest, Settings
-from suggestions.backends import BACKEND_NAMES, build_backend
+from suggestions.backends import BACKEND_NAMES
 from suggestions.errors import ConfigurationError
 
 from .data import DatasetError, load_dataset
@@ -49,7 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=_positive, default=4)
     run.add_argument("--limit", type=_positive, default=None, help="only the first K examples")
     run.add_argument("--out", type=Path, required=True, help="the run folder, e.g. runs/NAME")
-    run.add_argument("--resume", action="store_true", help="finish a killed run")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a killed run, asking again for rows that failed transiently "
+        "(unavailable, rate_limited, timeout, interrupted)",
+    )
+    run.add_argument(
+        "--keep-failures",
+        action="store_true",
+        help="with --resume: keep the rows that failed, ask only for those never asked",
+    )
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(handler=_run)
 
@@ -90,6 +100,9 @@ def _run(options: argparse.Namespace) -> int:
     from .runner import RunError, RunPlan, run
     from .scoring import score_run
 
+    if options.keep_failures and not options.resume:
+        print("error: --keep-failures applies to --resume only", file=sys.stderr)
+        return 2
     names = tuple(dict.fromkeys(n.strip() for n in options.backends.split(",") if n.strip()))
     plan = RunPlan(
         dataset=options.dataset,
@@ -98,6 +111,7 @@ def _run(options: argparse.Namespace) -> int:
         concurrency=options.concurrency,
         limit=options.limit,
         resume=options.resume,
+        retry_failed=not options.keep_failures,
     )
     try:
         asyncio.run(run(plan, progress=not options.no_progress))
@@ -118,29 +132,39 @@ def _score(options: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, object]) -> None:
+    """One line per backend, its error rate and attempts before its scores, and the do-nothing
+    line last (failed rows are scored as the unedited source, so compare with it)."""
     backends = summary["backends"]
     assert isinstance(backends, dict)
     for name, data in backends.items():
-        metrics = data["metrics"]
         total = data["latency"]["total_ms"]
-        scores = ", ".join(
-            f"{key} {metrics[key]:.3f}"
-            for key in ("gleu", "errant_f05", "meaning_similarity")
-            if metrics.get(key) is not None
-        )
         p95 = total.get("p95")
+        retried = f" ({data['retried']} retried)" if data.get("retried") else ""
         print(
-            f"{name:9} {data['model_id']:32} errors {data['error_rate']:.1%}  {scores}  "
-            f"total P95 {'-' if p95 is None else f'{p95:.0f} ms'}"
+            f"{name:15} {data['model_id']:32} errors {data['error_rate']:6.1%}  "
+            f"attempts {data.get('attempts', data['examples'])}{retried}  "
+            f"{_scores(data['metrics'])}  total P95 {'-' if p95 is None else f'{p95:.0f} ms'}"
         )
+    unedited = summary.get("unedited_source")
+    if isinstance(unedited, dict):
+        print(f"{'unedited source':15} {'(do nothing)':32} {'':30}{_scores(unedited['metrics'])}")
+
+
+def _scores(metrics: dict[str, float | None]) -> str:
+    return ", ".join(
+        f"{key} {value:.3f}"
+        for key in ("gleu", "errant_f05", "meaning_similarity")
+        if (value := metrics.get(key)) is not None
+    )
 
 
 def _latency(options: argparse.Namespace) -> int:
     from .latency import measure, table, warm_p95_total
+    from .runner import build_eval_backends
 
+    backend = build_eval_backends((options.backend,), Settings())[options.backend]
     examples = load_dataset(options.dataset)
     texts = [LlamaRequest(text=e.source, type=e.type) for e in examples]
-    backend = build_backend(options.backend, Settings())
     samples = asyncio.run(
         measure(
             backend,

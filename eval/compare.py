@@ -6,6 +6,8 @@ A run folder (written by the eval runner) holds `metrics.csv` / `metrics.parquet
 Two runs on the same examples differ by much less than the spread between examples, so the
 comparison is *paired*: per example, B minus A, and a bootstrap over examples says whether the
 mean difference is distinguishable from zero. A plain difference of means would call noise a win.
+Scores are paired over the whole dataset: the scorer gives a failed row the unedited source's
+scores, so a run that fails on the hard examples neither skips them nor is compared on others.
 
 Entry points (argparse): `main_compare` (`compare RUN_A RUN_B`) prints a table and exits 0;
 `main_gate` (`gate RUN --config gates.toml`) exits 0 when every check passes, 1 when one fails and
@@ -77,6 +79,14 @@ Columns not listed here are treated as neutral."""
 
 ID_COLUMNS: Final = ("example_id", "backend", "type", "ok")
 """Columns of metrics.csv that are not metrics."""
+
+SERVING_METRICS: Final = frozenset({"ttft_ms", "total_ms", "tokens_per_s", "retries"})
+"""Columns about delivering an answer: a failed row has none to time, so these pair only the
+examples both runs answered (failures are `error_rate`'s)."""
+
+FAILED_ROWS_SCORED_AS: Final = "unedited source"
+"""What summary.json's `failed_rows_scored_as` says when failed rows carry scores (eval.scoring);
+a folder scored before that left them empty, and pairing it would compare other rows."""
 
 CONFIDENCE: Final = 0.95
 """The confidence level of every interval `compare_runs` reports (the table says "95% CI")."""
@@ -241,6 +251,24 @@ def _metric_order(name: str) -> tuple[int, str]:
     return (known.index(name), "") if name in known else (len(known), name)
 
 
+def _require_scored_failures(run: Path, frame: Any) -> None:
+    """A run with failed rows must say its failures were scored as the unedited source."""
+    if bool(frame["ok"].all()):
+        return
+    path = run / "summary.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        document = None
+    scored_as = document.get("failed_rows_scored_as") if isinstance(document, dict) else None
+    if scored_as != FAILED_ROWS_SCORED_AS:
+        raise RunFolderError(
+            f"{run}: its failed rows carry no scores (scored before failures counted as the "
+            "unedited source), so its scores cannot be paired over the whole dataset; score it "
+            f"again with: python -m eval score {run}"
+        )
+
+
 def _load_summary(run: Path) -> dict[str, Any]:
     _require_run_folder(run)
     path = run / "summary.json"
@@ -285,14 +313,19 @@ def compare_runs(
 ) -> list[MetricDelta]:
     """Paired comparison of every metric column of every backend the two runs share.
 
-    Rows are paired by example_id, using only examples that succeeded (`ok`) in both runs, so a
-    backend that fails on the hard examples does not look better for skipping them; failures are
-    reported separately as `error_rate` (A and B are each run's own rate; the interval comes from
-    the paired failure indicators of the examples both runs attempted). Metrics with no complete
+    Rows are paired by example_id over every example both runs hold, answered or not: a failed
+    row carries the unedited source's scores (eval.scoring), so a backend that fails on the hard
+    examples neither looks better for skipping them nor is compared on other rows. Serving
+    columns (`SERVING_METRICS`) pair only the examples both runs answered. Failures are also
+    reported as `error_rate` (A and B are each run's own rate; the interval comes from the
+    paired failure indicators of the examples both runs attempted). Metrics with no complete
     pair (missing or all-NaN on a side) are left out. `metrics` restricts the output to those
-    names (`error_rate` included). Raises RunFolderError for an unusable run folder.
+    names (`error_rate` included). Raises RunFolderError for an unusable run folder, or one
+    whose failed rows were scored before they counted as the unedited source.
     """
     frame_a, frame_b = _load_metrics(run_a), _load_metrics(run_b)
+    _require_scored_failures(run_a, frame_a)
+    _require_scored_failures(run_b, frame_b)
     wanted = None if metrics is None else set(metrics)
     shared_columns = set(_metric_columns(frame_a)) & set(_metric_columns(frame_b))
     columns = sorted(shared_columns, key=_metric_order)
@@ -329,8 +362,9 @@ def compare_runs(
         for column in columns:
             if wanted is not None and column not in wanted:
                 continue
-            values_a = both_ok[f"{column}_a"].to_numpy(dtype=np.float64, na_value=np.nan)
-            values_b = both_ok[f"{column}_b"].to_numpy(dtype=np.float64, na_value=np.nan)
+            pairs = both_ok if column in SERVING_METRICS else paired
+            values_a = pairs[f"{column}_a"].to_numpy(dtype=np.float64, na_value=np.nan)
+            values_b = pairs[f"{column}_b"].to_numpy(dtype=np.float64, na_value=np.nan)
             complete = ~(np.isnan(values_a) | np.isnan(values_b))
             n = int(complete.sum())
             if n == 0:

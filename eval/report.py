@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from typing import Any
 
+from .scoring import UNEDITED
+
 DISTRIBUTIONS = ("gleu_sentence", "errant_f05", "meaning_similarity", "edit_rate_source")
+SCORES = ("gleu", "errant_f05", "errant_precision", "errant_recall", "meaning_similarity")
 
 
 def write_reports(folder: Path, frame: Any, summary: dict[str, Any]) -> list[Path]:
@@ -108,7 +112,8 @@ def _save(figure: Any, path: Path) -> Path:
 
 
 def _rows(summary: dict[str, Any]) -> list[list[str]]:
-    names = ("gleu", "errant_f05", "errant_precision", "errant_recall", "meaning_similarity")
+    """One row per backend, its error rate and attempts beside its scores, then the do-nothing
+    line (the unedited source), which has no errors or latency of its own."""
     rows = []
     for backend, data in summary["backends"].items():
         metrics, latency = data["metrics"], data["latency"]
@@ -118,10 +123,20 @@ def _rows(summary: dict[str, Any]) -> list[list[str]]:
                 data["model_id"],
                 str(data["examples"]),
                 f"{data['error_rate']:.1%}",
-                *(_fmt(metrics.get(name)) for name in names),
+                _fmt(data.get("attempts")),
+                _fmt(data.get("retried")),
+                *(_fmt(metrics.get(name)) for name in SCORES),
                 *(_fmt(latency["ttft_ms"].get(q), 0) for q in ("p50", "p95")),
                 *(_fmt(latency["total_ms"].get(q), 0) for q in ("p50", "p95", "p99")),
             ]
+        )
+    unedited = summary.get("unedited_source")
+    if unedited is not None:
+        metrics = unedited["metrics"]
+        rows.append(
+            [UNEDITED, "-", str(unedited["examples"]), "-", "-", "-"]
+            + [_fmt(metrics.get(name)) for name in SCORES]
+            + ["-"] * 5
         )
     return rows
 
@@ -130,7 +145,9 @@ HEADER = [
     "backend",
     "model",
     "examples",
-    "errors",
+    "error rate",
+    "attempts",
+    "retried",
     "GLEU",
     "ERRANT F0.5",
     "P",
@@ -142,6 +159,14 @@ HEADER = [
     "total p95 ms",
     "total p99 ms",
 ]
+NOTE = (
+    "Every row is scored: a failed answer counts as the unedited source (no edits), so a "
+    "backend never scores better for failing, and its error rate stands beside its scores. "
+    f"The `{UNEDITED}` row is the do-nothing line, each source scored as its own answer: a "
+    "model is only useful above it. `attempts` counts the runner's requests over the run and "
+    "its resumes; `retried`, the rows asked again after a transient failure. Latencies are "
+    "over answered rows."
+)
 
 
 def _markdown(summary: dict[str, Any], images: list[Path], folder: Path) -> str:
@@ -150,18 +175,32 @@ def _markdown(summary: dict[str, Any], images: list[Path], folder: Path) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in _rows(summary)]
     lines += [
         "",
+        NOTE,
+        "",
         "All metrics per backend: `gleu` and `errant_*` are corpus scores over the grammar rows; "
         "the rest are means of per-example values (deltas are output minus source):",
         "",
     ]
     for backend, data in summary["backends"].items():
-        means = ", ".join(
-            f"{name} {_fmt(value)}" for name, value in data["metrics"].items() if value is not None
+        answered = data.get("answered", data["examples"] - data.get("errors", 0))
+        lines.append(
+            f"- **{backend}** (error rate {data['error_rate']:.1%}, {answered} of "
+            f"{data['examples']} answered; failed rows scored as the {UNEDITED}): "
+            + _means(data["metrics"])
         )
-        lines.append(f"- **{backend}**: {means}")
+    if "unedited_source" in summary:
+        lines.append(
+            f"- **{UNEDITED}** (do nothing): {_means(summary['unedited_source']['metrics'])}"
+        )
     lines.append("")
     lines += [f"![{image.stem}]({image.relative_to(folder)})" for image in images]
     return "\n".join(lines) + "\n"
+
+
+def _means(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name} {_fmt(value)}" for name, value in metrics.items() if value is not None
+    )
 
 
 def _html(summary: dict[str, Any], images: list[Path]) -> str:
@@ -183,8 +222,14 @@ def _html(summary: dict[str, Any], images: list[Path]) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>"
         f"</head><body><h1>Eval report: {html.escape(summary['run'])}</h1>"
         f"<p>Dataset: <code>{html.escape(summary['dataset'])}</code></p>"
-        f"<table><tr>{head}</tr>{body}</table>{pictures}</body></html>\n"
+        f"<table><tr>{head}</tr>{body}</table><p>{_code(html.escape(NOTE))}</p>{pictures}"
+        "</body></html>\n"
     )
+
+
+def _code(text: str) -> str:
+    """Markdown's `code` spans as HTML."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

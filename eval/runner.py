@@ -2,8 +2,15 @@
 
 The session cache is bypassed so latencies are real. Each finished (example, backend) pair is
 appended to `predictions.jsonl` at once, so a killed run resumes with `--resume` without redoing
-or duplicating anything. Scoring (`scoring.score_run`) then reads that file and writes the
+anything that finished. The file is append-only: `--resume` also asks again for pairs whose
+latest answer failed transiently (`TRANSIENT_ERROR_KINDS`: a busy or unreachable service), and
+the retry is a new line, so a kill mid-resume loses nothing; readers take the latest line of each
+pair (`read_predictions`). Scoring (`scoring.score_run`) then reads that file and writes the
 metrics, the summary and the reports.
+
+A slot is only run against the model it names: `custom` without `MODAL_LLAMA_URL` (or `baseline`
+without `BASELINE_URL`) is refused here, where `suggestions` alone would answer with the mock and
+the run would score the mock under the model's name.
 """
 
 from __future__ import annotations
@@ -21,14 +28,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from suggestions import LlamaRequest, Settings, SuggestionService
-from suggestions.backends import Backend, build_backends
+from suggestions.backends import Backend, MockBackend, build_backends
 from suggestions.backends.base import BackendEvent, StreamEnd
-from suggestions.errors import BackendError
+from suggestions.errors import BackendError, ConfigurationError
 
 from .data import EvalExample, dataset_sha256, load_dataset
 
 PREDICTIONS = "predictions.jsonl"
 CONFIG = "config.json"
+TRANSIENT_ERROR_KINDS = frozenset({"unavailable", "rate_limited", "timeout", "interrupted"})
+"""Failures of the moment (suggestions.errors kinds: 5xx or unreachable, 429, no answer in
+time, a stream cut off), which `--resume` asks again. The rest (`rejected`, `truncated`, `auth`,
+`bad_response`, `internal`, `invalid_request`) say something about the input, the model or the
+setup, and asking again would give the same answer."""
+MODEL_URLS = {
+    "custom": ("MODAL_LLAMA_URL", "modal_llama_url"),
+    "baseline": ("BASELINE_URL", "baseline_url"),
+}
+"""The variable (and its `Settings` field) that points each model slot at its model; the mock
+needs none."""
 
 
 class RunError(RuntimeError):
@@ -43,6 +61,8 @@ class RunPlan:
     concurrency: int = 4
     limit: int | None = None
     resume: bool = False
+    retry_failed: bool = True
+    """With `resume`: ask again for pairs whose latest answer failed transiently."""
 
 
 class _AttemptsRecorder:
@@ -77,25 +97,28 @@ async def run(
 ) -> Path:
     """Fill `plan.out` with predictions for every pending pair; returns the folder."""
     examples = load_dataset(plan.dataset)[: plan.limit]
-    chosen = backends or build_backends(plan.backends, settings or Settings())
+    chosen = backends or build_eval_backends(plan.backends, settings or Settings())
     recorders = {name: _AttemptsRecorder(backend) for name, backend in chosen.items()}
     config = _config(plan, examples, recorders)
-    done = _prepare_folder(plan, config)
+    latest = _prepare_folder(plan, config)
     pending = [
         (index, example, name)
         for index, example in enumerate(examples)
         for name in plan.backends
-        if (example.id, name) not in done
+        if _wanted(latest.get((example.id, name)), plan.retry_failed)
     ]
     service = SuggestionService(recorders, usage=None)  # type: ignore[arg-type]
     writer = _RowWriter(plan.out / PREDICTIONS)
     slots = asyncio.Semaphore(plan.concurrency)
-    bar = _progress(len(pending), len(done), progress)
+    retrying = sum((example.id, name) in latest for _, example, name in pending)
+    bar = _progress(len(pending), len(latest) - retrying, retrying, progress)
 
     async def one(index: int, example: EvalExample, name: str) -> None:
         async with slots:
             row = await _predict(service, recorders[name], example, name)
-        writer.write({"index": index, **row})
+        before = latest.get((example.id, name))
+        attempt = 1 + (int(before["attempts"]) if before is not None else 0)
+        writer.write({"index": index, **row, "attempt": attempt})
         bar(1)
 
     try:
@@ -105,6 +128,41 @@ async def run(
         bar(0, close=True)
         await service.aclose()
     return plan.out
+
+
+def build_eval_backends(names: tuple[str, ...], settings: Settings) -> dict[str, Backend]:
+    """The slots by name, refusing any whose model is not configured: outside production the
+    `suggestions` package answers an unconfigured slot with the mock, which an eval would then
+    score under the model's name. The mock runs only when asked for as `mock`."""
+    for name in names:
+        variable, setting = MODEL_URLS.get(name, ("", ""))
+        if setting and getattr(settings, setting) is None:
+            raise ConfigurationError(_unconfigured(name, variable))
+    chosen = build_backends(names, settings)
+    for name, backend in chosen.items():  # whatever `suggestions` falls back to in future
+        if name != "mock" and isinstance(backend, MockBackend):
+            variable = MODEL_URLS.get(name, ("its model's URL", ""))[0]
+            raise ConfigurationError(_unconfigured(name, variable))
+    return chosen
+
+
+def _unconfigured(name: str, variable: str) -> str:
+    return (
+        f"the {name!r} backend needs {variable}, which is not set: the run would not reach "
+        f"that model (outside production the mock answers in its place, and would be scored "
+        f"as {name!r}). Set {variable} to the model service's URL, or ask for the mock by "
+        "name (--backends mock)."
+    )
+
+
+def _wanted(latest: dict[str, Any] | None, retry_failed: bool) -> bool:
+    """Whether a pair still needs asking: never asked, or (when retrying) its latest answer
+    failed transiently."""
+    if latest is None:
+        return True
+    return (
+        retry_failed and not latest.get("ok") and latest.get("error_kind") in TRANSIENT_ERROR_KINDS
+    )
 
 
 async def _predict(
@@ -170,21 +228,29 @@ class _RowWriter:
 
 
 def read_predictions(folder: Path) -> list[dict[str, Any]]:
-    """Rows of a run in dataset order (they are written as they finish), skipping a torn last
-    line (a run killed mid-write). Corpus GLEU and ERRANT depend on the order."""
+    """The latest row of each (example, backend) pair, in dataset order (they are written as
+    they finish), skipping a torn last line (a run killed mid-write). Corpus GLEU and ERRANT
+    depend on the order. Each row gets `attempts`: how many lines its pair has, that is, how
+    many times the runner asked (a retry on `--resume` appends a line; nothing is rewritten)."""
     path = folder / PREDICTIONS
     if not path.exists():
         return []
-    rows = []
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    attempts: dict[tuple[str, str], int] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        key = (str(row["example_id"]), str(row["backend"]))
+        attempts[key] = attempts.get(key, 0) + 1
+        latest[key] = row
+    rows = [row | {"attempts": attempts[key]} for key, row in latest.items()]
     return sorted(rows, key=lambda row: (row.get("index", 0), row["backend"]))
 
 
-def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> set[tuple[str, str]]:
+def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest row of each pair already in the folder (none for a new run)."""
     config_path = plan.out / CONFIG
     if config_path.exists():
         if not plan.resume:
@@ -200,10 +266,10 @@ def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> set[tuple[str, str
                     f"({previous.get(key)!r} vs {config.get(key)!r})"
                 )
         _drop_torn_line(plan.out / PREDICTIONS)
-        return {(row["example_id"], row["backend"]) for row in read_predictions(plan.out)}
+        return {(row["example_id"], row["backend"]): row for row in read_predictions(plan.out)}
     plan.out.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    return set()
+    return {}
 
 
 def _drop_torn_line(path: Path) -> None:
@@ -250,10 +316,13 @@ def code_version() -> str:
         return version("writing-suggestions")
 
 
-def _progress(total: int, already: int, enabled: bool) -> Callable[..., None]:
+def _progress(total: int, already: int, retrying: int, enabled: bool) -> Callable[..., None]:
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=f"eval ({already} done before)", unit="ex", disable=not enabled)
+    again = f", {retrying} failed transiently, asked again" if retrying else ""
+    bar = tqdm(
+        total=total, desc=f"eval ({already} done before{again})", unit="ex", disable=not enabled
+    )
 
     def advance(n: int, *, close: bool = False) -> None:
         if close:

@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from app.dashboard import (
     LATENCY_COLUMNS,
     SCORE_COLUMNS,
     SCORE_TABLE_COLUMNS,
+    UNEDITED,
     DashboardError,
     find_runs,
     latency_figure,
@@ -163,6 +166,54 @@ def test_the_eval_harness_summary_is_read(tmp_path: Path) -> None:
     scores = scores_table(find_runs(tmp_path))
     assert scores["backend"].tolist() == ["custom", "mock"]
     assert scores.iloc[1][list(SCORE_COLUMNS)].isna().all()
+
+
+def test_the_do_nothing_line_and_each_error_rate_are_shown(tmp_path: Path) -> None:
+    """A failed answer is scored as the unedited source, so every score is read beside its
+    error rate, against the run's do-nothing line."""
+    stock = _backend(errors=69, error_rate=0.69, metrics={"gleu": 0.211, "errant_f05": 0.05})
+    unedited = {
+        "label": "the source as the answer (do nothing)",
+        "examples": 100,
+        "metrics": {
+            "gleu": 0.3821,
+            "errant_f05": 0.0,
+            "meaning_similarity": 1.0,
+            "edit_rate_source": 0.0,
+            "flesch_reading_ease_delta": 0.0,
+            "proselint_delta": 0.0,
+        },
+    }
+    folder = _write_run(tmp_path, "jfleg-dev", {"stock": stock, "tuned": _backend()}, mtime=1.0)
+    document = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps(document | {"unedited_source": unedited}))
+
+    table = scores_table([folder])
+    assert table["backend"].tolist() == ["stock", "tuned", UNEDITED]
+    line = table.iloc[2]
+    assert (line["gleu"], line["meaning_similarity"], line["examples"]) == (0.3821, 1.0, 100)
+    assert line["label"] == "the source as the answer (do nothing)"
+    assert math.isnan(line["error_rate"]) and line["errors"] is pd.NA  # not a backend
+    assert table.iloc[0]["error_rate"] == 0.69
+    assert latency_table([folder])["backend"].tolist() == ["stock", "tuned"]
+
+    figure = scores_figure(table)
+    gleu = figure.get_axes()[0]
+    assert [text.get_text() for text in gleu.texts] == [
+        "0.21\n69% failed",
+        "0.48\n2% failed",
+        "0.38",
+    ]
+    assert [bar.get_hatch() for bar in gleu.patches] == [None, None, "//"]
+    legend = figure.legends[0]
+    assert [text.get_text() for text in legend.get_texts()][-1] == f"jfleg-dev: {UNEDITED}"
+    handle = legend.legend_handles[-1]
+    assert isinstance(handle, Patch) and handle.get_hatch() == "//"
+
+    document["unedited_source"] = {"metrics": {"gleu": "high"}}
+    (folder / "summary.json").write_text(json.dumps(document))
+    with pytest.raises(DashboardError, match=r"unedited_source.metrics.gleu is 'high'"):
+        scores_table([folder])
 
 
 @pytest.mark.parametrize(

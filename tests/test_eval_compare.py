@@ -31,7 +31,8 @@ N = 40
 
 
 def rows(backend: str, ok: list[bool] | None = None, **metrics: Any) -> list[dict[str, Any]]:
-    """One row per example `ex000`..; metric cells of failed examples are NaN, as the runner
+    """One row per example `ex000`..; a failed example keeps its score cells (the scorer gives
+    it the unedited source's scores) but has no time to first token or tokens/s, as the scorer
     writes them."""
     count = len(next(iter(metrics.values()))) if metrics else N
     flags = ok if ok is not None else [True] * count
@@ -44,7 +45,8 @@ def rows(backend: str, ok: list[bool] | None = None, **metrics: Any) -> list[dic
             "ok": flags[i],
         }
         for name, values in metrics.items():
-            row[name] = float(values[i]) if flags[i] else math.nan
+            answered_only = name in ("ttft_ms", "tokens_per_s")
+            row[name] = float(values[i]) if flags[i] or not answered_only else math.nan
         out.append(row)
     return out
 
@@ -74,7 +76,8 @@ def write_run(
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table).to_csv(folder / "metrics.csv", index=False)
     backends = summary if summary is not None else {"custom": backend_summary()}
-    (folder / "summary.json").write_text(json.dumps({"backends": backends}), encoding="utf-8")
+    document = {"backends": backends, "failed_rows_scored_as": "unedited source"}
+    (folder / "summary.json").write_text(json.dumps(document), encoding="utf-8")
     return folder
 
 
@@ -210,32 +213,77 @@ def test_latency_increase_is_worse_and_neutral_metric_changed(
     assert deltas["edit_rate_source"].verdict == "changed"
 
 
-def test_failed_and_nan_rows_are_dropped_from_pairing(
+def test_failed_rows_are_paired_and_nan_rows_are_dropped(
     tmp_path: Path, base_values: np.ndarray
 ) -> None:
     ok_a = [True] * N
-    ok_a[3] = False  # failed in A: no pair for any metric
-    table_b = rows("custom", gleu_sentence=base_values + 0.1)
+    ok_a[3] = False  # failed in A: scored as the unedited source, still paired for scores
+    values_a = base_values.copy()
+    values_a[3] = 0.05  # what the unedited source scored
+    total = base_values * 1000
+    table_b = rows("custom", gleu_sentence=base_values + 0.1, total_ms=total + 50)
     table_b[5]["gleu_sentence"] = math.nan  # ok, but this metric missing in B
     table_b.append(  # an example only B has: no pair
         {"example_id": "extra", "backend": "custom", "type": "style", "ok": True}
-        | {"gleu_sentence": 100.0}
+        | {"gleu_sentence": 100.0, "total_ms": 1.0}
     )
-    run_a = write_run(tmp_path / "a", rows("custom", ok=ok_a, gleu_sentence=base_values))
+    run_a = write_run(
+        tmp_path / "a", rows("custom", ok=ok_a, gleu_sentence=values_a, total_ms=total)
+    )
     run_b = write_run(tmp_path / "b", table_b)
     deltas = by_metric(compare_runs(run_a, run_b))
     gleu = deltas["gleu_sentence"]
-    kept = np.delete(base_values, [3, 5])
-    assert gleu.n == N - 2
-    assert gleu.mean_a == pytest.approx(kept.mean())
-    assert gleu.mean_b == pytest.approx(kept.mean() + 0.1)
-    assert gleu.delta == pytest.approx(0.1)
+    kept_a, kept_b = np.delete(values_a, [5]), np.delete(base_values + 0.1, [5])
+    assert gleu.n == N - 1  # the failed row is paired; only the missing value is not
+    assert gleu.mean_a == pytest.approx(kept_a.mean())
+    assert gleu.mean_b == pytest.approx(kept_b.mean())
+    assert gleu.delta == pytest.approx((kept_b - kept_a).mean())
+    latency = deltas["total_ms"]
+    assert latency.n == N - 1  # a failure has no answer to time: answered in both only
+    assert latency.delta == pytest.approx(50.0)
     errors = deltas["error_rate"]
     assert errors.n == N  # the examples both runs attempted
     assert errors.mean_a == pytest.approx(1 / N)
     assert errors.mean_b == 0.0
     assert errors.delta == pytest.approx(-1 / N)
     assert errors.verdict == "no change"  # one failure is not evidence
+
+
+def test_a_backend_cannot_gain_by_failing_the_hard_examples(
+    tmp_path: Path, base_values: np.ndarray
+) -> None:
+    """B answers the easy half as A does and fails the hard half, whose unedited source scores
+    below A's answers there: over the whole dataset B is worse, not better."""
+    hard = base_values < np.median(base_values)
+    ok_b = [not flag for flag in hard]
+    values_b = np.where(hard, base_values - 0.2, base_values)  # the unedited source, lower
+    run_a = write_run(tmp_path / "a", rows("custom", gleu_sentence=base_values))
+    run_b = write_run(tmp_path / "b", rows("custom", ok=ok_b, gleu_sentence=values_b))
+    gleu = by_metric(compare_runs(run_a, run_b))["gleu_sentence"]
+    assert gleu.n == N
+    assert gleu.verdict == "worse"
+
+
+def test_a_run_scored_before_failures_counted_is_refused(
+    tmp_path: Path, base_values: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failed rows with empty scores and no word in the summary: pairing would drop them."""
+    ok = [i % 4 != 0 for i in range(N)]
+    table = rows("custom", ok=ok, gleu_sentence=base_values)
+    for row in table:
+        row["gleu_sentence"] = row["gleu_sentence"] if row["ok"] else math.nan
+    old = write_run(tmp_path / "old", table)
+    document = json.loads((old / "summary.json").read_text())
+    del document["failed_rows_scored_as"]
+    (old / "summary.json").write_text(json.dumps(document))
+    new = write_run(tmp_path / "new", rows("custom", gleu_sentence=base_values))
+    with pytest.raises(RunFolderError, match=r"python -m eval score .*old"):
+        compare_runs(old, new)
+    assert main_compare([str(new), str(old)]) == 2
+    assert "failed rows carry no scores" in capsys.readouterr().err
+    # A run without failures needs no such word: every row was scored either way.
+    (new / "summary.json").write_text(json.dumps({"backends": {"custom": backend_summary()}}))
+    assert compare_runs(new, new)
 
 
 def test_error_rate_increase_is_worse(tmp_path: Path, base_values: np.ndarray) -> None:

@@ -428,6 +428,7 @@ def test_predictions_are_scored_in_dataset_order_whatever_order_they_finished(
         ["run", "--backends", "mock"],
         ["latency", "--requests", "0"],
         ["run", "--dataset", "missing.jsonl", "--backends", "mock", "--out", "x"],
+        ["run", "--backends", "mock", "--out", "x", "--keep-failures"],  # without --resume
     ],
 )
 def test_bad_command_lines_exit_2(argv: list[str]) -> None:
