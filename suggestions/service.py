@@ -131,15 +131,24 @@ class SuggestionService:
             response = self._respond(request, target, "".join(parts), end, started, first_token_at)
         except BackendError as exc:
             exc.backend = exc.backend or target.name
-            self._fail(request, target, exc, started, first_token_at)
+            self._fail(request, target, exc, started, first_token_at, _spent(request, parts, end))
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            self._record(request, target, "cancelled", started=started, first=first_token_at)
+            self._record(
+                request,
+                target,
+                "cancelled",
+                started=started,
+                first=first_token_at,
+                spent=_spent(request, parts, end),
+            )
             raise
         except Exception as exc:
             logger.exception("unexpected failure in backend %s", target.name)
             failure = UnexpectedFailure(f"{type(exc).__name__}: {exc}", backend=target.name)
-            self._fail(request, target, failure, started, first_token_at)
+            self._fail(
+                request, target, failure, started, first_token_at, _spent(request, parts, end)
+            )
             raise failure from exc
         if use_cache:  # a bypass leaves no trace: a blind A/B answer must not surface elsewhere
             self.cache.put(key, response)
@@ -171,11 +180,7 @@ class SuggestionService:
                 backend=target.name,
                 attempts=end.attempts,
             )
-        usage = end.usage or TokenUsage(
-            prompt_tokens=estimate_tokens("".join(m["content"] for m in build_messages(request))),
-            completion_tokens=estimate_tokens(raw),
-            estimated=True,
-        )
+        usage = end.usage or _estimated_usage(request, raw)
         now = self._clock()
         return LlamaResponse(
             suggestions=diff_suggestions(request.text, revised, request.type),
@@ -196,10 +201,17 @@ class SuggestionService:
         error: BackendError,
         started: float,
         first_token_at: float | None,
+        spent: TokenUsage | None,
     ) -> None:
         logger.warning("suggestion failed: %s", error.log_line())
         self._record(
-            request, target, "error", started=started, first=first_token_at, error_kind=error.kind
+            request,
+            target,
+            "error",
+            started=started,
+            first=first_token_at,
+            error_kind=error.kind,
+            spent=spent,
         )
 
     def _record(
@@ -212,6 +224,7 @@ class SuggestionService:
         started: float | None = None,
         first: float | None = None,
         error_kind: str | None = None,
+        spent: TokenUsage | None = None,
     ) -> None:
         """Queue one usage event; the write happens off the request's path."""
         if self.usage is None:
@@ -236,6 +249,9 @@ class SuggestionService:
                 backend=target.name,
                 model_id=target.model_id,
                 outcome=outcome,
+                prompt_tokens=spent.prompt_tokens if spent else 0,
+                completion_tokens=spent.completion_tokens if spent else 0,
+                tokens_estimated=spent.estimated if spent else False,
                 time_to_first_token_ms=None if first is None else (first - (started or now)) * 1000,
                 latency_ms=(now - (started or now)) * 1000,
                 error_kind=error_kind,
@@ -264,3 +280,23 @@ class SuggestionService:
             closer = getattr(backend, "aclose", None)
             if closer is not None:
                 await closer()
+
+
+def _estimated_usage(request: LlamaRequest, raw: str) -> TokenUsage:
+    return TokenUsage(
+        prompt_tokens=estimate_tokens("".join(m["content"] for m in build_messages(request))),
+        completion_tokens=estimate_tokens(raw),
+        estimated=True,
+    )
+
+
+def _spent(request: LlamaRequest, parts: list[str], end: StreamEnd | None) -> TokenUsage | None:
+    """What a call that did not succeed cost, as far as it is known: the server's own counts
+    when its stream ended (a truncated answer reports them), else an estimate of the prompt and
+    of what streamed, flagged as estimated. None when the model produced nothing: a refused or
+    unreachable call costs no tokens we could know of."""
+    if end is not None and end.usage is not None:
+        return end.usage
+    if end is None and not parts:
+        return None
+    return _estimated_usage(request, "".join(parts))

@@ -24,7 +24,7 @@ from suggestions.errors import (
     RequestRejected,
     StreamInterrupted,
 )
-from suggestions.prompts import build_messages
+from suggestions.prompts import build_messages, estimate_tokens
 from suggestions.service import SuggestionService
 from suggestions.testing import Reply, ScriptedServer, error_reply, json_reply, sse_reply
 from suggestions.usage import UsageStore
@@ -215,7 +215,9 @@ async def test_drop_mid_stream_is_an_error_and_never_retried(
     assert len(server.requests) == 1  # ...so it is not replayed
     assert len(h.service.cache) == 0  # ...and never cached
     assert str(error) == "The suggestion was interrupted before it finished. Please try again."
-    assert h.usage_rows() == [("custom", "error", "interrupted", 0, 0, 0, 0)]
+    prompt = estimate_tokens("".join(m["content"] for m in build_messages(grammar_request)))
+    spent = ("custom", "error", "interrupted", prompt, estimate_tokens("".join(DELTAS)), 1, 0)
+    assert h.usage_rows() == [spent]  # what the model did before the drop, estimated
 
 
 async def test_clean_end_without_done_or_finish_reason_is_an_error(
@@ -361,7 +363,9 @@ async def test_a_consumer_that_stops_early_is_recorded_as_cancelled(
     assert first == TextDelta(DELTAS[0])
     await stream.aclose()
     await h.service.aclose()
-    assert h.usage_rows() == [("custom", "cancelled", None, 0, 0, 0, 0)]
+    prompt = estimate_tokens("".join(m["content"] for m in build_messages(grammar_request)))
+    spent = estimate_tokens(DELTAS[0])
+    assert h.usage_rows() == [("custom", "cancelled", None, prompt, spent, 1, 0)]
     assert len(h.service.cache) == 0
     for _ in range(100):  # the server notices the closed connection at its next write
         if server.disconnects:
@@ -543,3 +547,30 @@ async def test_cancelling_the_caller_mid_read_is_a_cancellation_not_a_timeout(
         await task
     await h.service.aclose()
     assert h.usage_rows()[0][1] == "cancelled"
+
+
+async def test_a_truncated_answer_records_the_tokens_the_server_reported(
+    server, harness, grammar_request
+) -> None:
+    server.enqueue(sse_reply(DELTAS[:2], finish_reason="length", usage=(122, 68)))
+    h = harness()
+    await h.fail(grammar_request, OutputTruncated)
+    assert h.usage_rows() == [("custom", "error", "truncated", 122, 68, 0, 0)]
+
+
+async def test_a_dropped_stream_records_an_estimate_of_what_was_spent(
+    server, harness, grammar_request
+) -> None:
+    server.enqueue(sse_reply(DELTAS[:2], finish_reason=None, done=False))
+    h = harness()
+    await h.fail(grammar_request, StreamInterrupted)
+    prompt = estimate_tokens("".join(m["content"] for m in build_messages(grammar_request)))
+    streamed = estimate_tokens("".join(DELTAS[:2]))
+    assert h.usage_rows() == [("custom", "error", "interrupted", prompt, streamed, 1, 0)]
+
+
+async def test_a_refused_call_records_no_tokens(server, harness, grammar_request) -> None:
+    server.enqueue(error_reply(401, "bad key"))
+    h = harness()
+    await h.fail(grammar_request, AuthenticationFailed)
+    assert h.usage_rows() == [("custom", "error", "auth", 0, 0, 0, 0)]
