@@ -7,11 +7,13 @@ event (or one `error` event). `GET /healthz` says the app is up and which backen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 
 from suggestions.backends.base import TextDelta
 from suggestions.contract import LlamaRequest, describe_validation_error, parse_request
-from suggestions.errors import BackendError, ConfigurationError
+from suggestions.errors import BackendError, ConfigurationError, UnexpectedFailure
 from suggestions.keys import authorization_matches
 
 from .runtime import Runtime
@@ -39,6 +41,7 @@ STATUS_FOR_KIND = {
     "internal": 500,
 }
 RETRY_AFTER_S = 2
+_T = TypeVar("_T")
 
 
 class RestError(Exception):
@@ -85,10 +88,14 @@ def rest_router(runtime: Runtime) -> APIRouter:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            response = await runtime.service.suggest(suggestion_request, backend=backend)
+            response = await _until_disconnected(
+                request, runtime.service.suggest(suggestion_request, backend=backend)
+            )
         except BackendError as exc:
             logger.warning("rest: %s", exc.log_line())
             return _backend_error(exc).response()
+        if response is None:  # the client left: nobody to answer, generation already stopped
+            return Response(status_code=499)
         return JSONResponse(response.model_dump(mode="json"))
 
     return router
@@ -119,6 +126,10 @@ async def _read_request(
         data = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RestError(400, "invalid_json", "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise RestError(
+            400, "invalid_json", "The request body is nested too deeply to read."
+        ) from None
     if not isinstance(data, dict):
         raise RestError(422, "invalid_request", "The request body must be a JSON object.")
     given = data.get("manuscript_id")
@@ -145,7 +156,33 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+async def _until_disconnected(request: Request, work: Awaitable[_T]) -> _T | None:
+    """`work`'s result, or None once the client has gone: `work` is then cancelled, which
+    closes the model stream and so stops generation at the next token (as a streamed request
+    that loses its client does), instead of generating an answer nobody will read."""
+    answer = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not answer.done():
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answer
+    if answer.cancelled():
+        logger.info("rest: the client left before the answer; generation stopped")
+        return None
+    return answer.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _sse(runtime: Runtime, request: LlamaRequest, backend: str) -> AsyncIterator[bytes]:
+    """Deltas, then exactly one `response` or `error` event, whatever goes wrong."""
     try:
         async with aclosing(runtime.service.stream(request, backend=backend)) as items:
             async for item in items:
@@ -156,3 +193,7 @@ async def _sse(runtime: Runtime, request: LlamaRequest, backend: str) -> AsyncIt
     except BackendError as exc:
         logger.warning("rest stream: %s", exc.log_line())
         yield _event("error", {"kind": exc.kind, "message": exc.user_message})
+    except Exception:
+        logger.exception("rest stream failed")
+        failure = UnexpectedFailure("the stream failed", backend=backend)
+        yield _event("error", {"kind": failure.kind, "message": failure.user_message})

@@ -112,6 +112,10 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
-        if any(problem["type"] == "json_invalid" for problem in exc.errors()):
-            raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from exc
+        for problem in exc.errors(include_url=False, include_input=False):
+            if problem["type"] == "json_invalid":  # e.g. nested too deeply, a lone surrogate
+                reason = problem["msg"].removeprefix("Invalid JSON: ")
+                raise ApiError(
+                    400, f"the request body is not valid JSON: {reason}", code="invalid_json"
+                ) from exc
         raise ApiError(400, describe_validation_error(exc), code="invalid_value") from exc

@@ -84,8 +84,21 @@ def load_settings() -> Settings:
     return Settings(_env_file=env_file if env_file.is_file() else None)
 
 
+def read_stdin() -> str:
+    """Standard input as UTF-8, whatever the locale says; bytes that are not UTF-8 are bad
+    input (exit 2), not a crash."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"standard input is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); convert it, for example with iconv -t UTF-8"
+        ) from None
+
+
 async def run_suggest(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = read_stdin() if args.text == "-" else args.text
     request = parse_request(
         {
             "text": text,

@@ -45,6 +45,16 @@ class LlamaRequest(BaseModel):
         description="The manuscript the passage belongs to, for tracking.",
     )
 
+    @field_validator("text", "context", "manuscript_id", mode="before")
+    @classmethod
+    def _encodable(cls, value: Any, info: ValidationInfo) -> Any:
+        """Text that cannot be written as UTF-8 (a lone surrogate, from a broken client or a
+        mis-decoded file) would fail later in the cache key, the usage log or the HTTP body;
+        refused here, naming the field, it fails once and clearly."""
+        if isinstance(value, str):
+            _check_encodable(value, info.field_name or "text")
+        return value
+
     @field_validator("text")
     @classmethod
     def _text_present_and_bounded(cls, value: str, info: ValidationInfo) -> str:
@@ -56,6 +66,18 @@ class LlamaRequest(BaseModel):
     @classmethod
     def _context_bounded(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else _check_length(value, info)
+
+
+def _check_encodable(value: str, field: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "text_not_unicode",
+            "{field} has a character that is not valid Unicode text ({code} at position "
+            "{position}); send the text as UTF-8",
+            {"field": field, "code": f"U+{ord(value[exc.start]):04X}", "position": exc.start},
+        ) from None
 
 
 def _check_length(value: str, info: ValidationInfo) -> str:

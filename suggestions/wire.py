@@ -94,6 +94,11 @@ def _fields(
 ) -> ChunkFields:
     if content is not None and not isinstance(content, str):
         raise WireFormatError(f"{what} content is not a string")
+    if content and not content.isascii():
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate escape: no text can hold it
+            raise WireFormatError(f"{what} content is not valid Unicode: {exc.reason}") from None
     finish_reason = choice.get("finish_reason") if choice else None
     if finish_reason is not None and not isinstance(finish_reason, str):
         raise WireFormatError(f"{what} finish_reason is not a string")

@@ -4,6 +4,7 @@ service, and a clear error for each kind of bad input or failure."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import httpx
 import pytest
 
 from app.config import AppConfig
-from suggestions.backends import MockBackend
+from suggestions import LlamaRequest
+from suggestions.backends import ChatBackend, MockBackend
+from suggestions.prompts import max_output_tokens
 from tests.app_support import TINY_MODEL_ID, app_config, running_app, tiny_model_backend
 from tests.model_service_support import GRAMMAR_ANSWER, GRAMMAR_REQUEST, running_service
 
@@ -126,6 +129,64 @@ def test_invalid_json_oversized_text_and_unknown_backend(app_url: str, config: A
     assert "nope" in unknown.json()["error"]["message"]
 
 
+DEEP = b'{"text": ' + b"[" * 10_000 + b"]" * 10_000 + b', "type": "grammar"}'
+SURROGATE = rb'{"text": "She go \ud800 home.", "type": "grammar"}'
+SURROGATE_CONTEXT = rb'{"text": "She go home.", "type": "grammar", "context": "x\udfff"}'
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+@pytest.mark.parametrize(
+    ("raw", "status", "words"),
+    [
+        (DEEP, 400, "nested too deeply"),
+        (SURROGATE, 422, "text has a character that is not valid Unicode text (U+D800"),
+        (SURROGATE_CONTEXT, 422, "context has a character that is not valid Unicode"),
+    ],
+)
+def test_hostile_bodies_get_words_not_a_500(
+    app_url: str, raw: bytes, status: int, words: str, accept: str
+) -> None:
+    response = httpx.post(
+        suggest_url(app_url, backend="mock"),
+        content=raw,
+        headers={"Content-Type": "application/json", "Accept": accept},
+    )
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]["message"]
+
+
+def sse_event_names(response: httpx.Response) -> list[str]:
+    return [
+        line.removeprefix("event: ")
+        for line in response.text.splitlines()
+        if line.startswith("event: ")
+    ]
+
+
+def test_a_model_answer_no_text_can_hold_is_a_clear_error(tmp_path: Path) -> None:
+    """A server that streams a lone surrogate escape: refused as an unreadable answer, never a
+    500 or a stream that ends without its last event."""
+    from suggestions.testing import ScriptedServer, sse_reply
+
+    broken = sse_reply(["She went", " \\ud800 home."])
+    broken.parts[:] = [
+        part.replace(b"\\\\ud800", b"\\ud800") if isinstance(part, bytes) else part
+        for part in broken.parts
+    ]
+    with ScriptedServer(broken, broken) as server:
+        backend = ChatBackend(name="custom", base_url=server.url, model="m", label="scripted")
+        with running_app(app_config(tmp_path, ("custom",)), {"custom": backend}) as url:
+            plain = httpx.post(suggest_url(url), json=BODY)
+            streamed = httpx.post(
+                suggest_url(url), json=BODY, headers={"Accept": "text/event-stream"}
+            )
+    assert plain.status_code == 502
+    assert plain.json()["error"]["kind"] == "bad_response"
+    names = sse_event_names(streamed)
+    assert names[-1] == "error" and names.count("error") == 1 and "response" not in names
+    assert '"kind": "bad_response"' in streamed.text
+
+
 def test_healthz_lists_the_backends(app_url: str) -> None:
     health = httpx.get(f"{app_url}/healthz").json()
     assert health["status"] == "ok"
@@ -147,6 +208,36 @@ def test_an_api_key_when_configured_is_required(tmp_path: Path) -> None:
         )
         assert allowed.status_code == 200
         assert allowed.json()["revised_text"] == "She went to school yesterday."
+
+
+def test_a_client_that_leaves_a_json_request_stops_the_model(
+    rambling_engine: object, tmp_path: Path
+) -> None:
+    """Without SSE the app only learns of a departed client by watching the connection: it must,
+    or the model goes on writing an answer nobody will read (and holds the slot)."""
+    from modal_backend.engines.transformers_engine import TransformersEngine
+
+    assert isinstance(rambling_engine, TransformersEngine)
+    body = {"text": "word " * 800, "type": "style"}  # its prompt and budget fit the context
+    budget = max_output_tokens(LlamaRequest.model_validate(body))  # what it would run to
+    config = app_config(tmp_path, ("custom",))
+    with (
+        running_service(rambling_engine) as model_url,
+        running_app(config, {"custom": tiny_model_backend(model_url)}) as url,
+    ):
+        before = rambling_engine.tokens_generated
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            httpx.post(suggest_url(url), json=body, timeout=0.8)
+        assert rambling_engine.tokens_generated > before, "the model had started"
+        settled = -1
+        while settled != rambling_engine.tokens_generated:
+            settled = rambling_engine.tokens_generated
+            time.sleep(0.5)
+        assert settled - before < budget * 0.75, "generation went on after the client left"
+        time.sleep(0.2)  # the usage row is written off the request's path
+        with sqlite3.connect(config.settings.usage_db_path) as db:
+            outcomes = [row[0] for row in db.execute("SELECT outcome FROM usage_events")]
+        assert outcomes == ["cancelled"]
 
 
 def test_a_client_that_leaves_an_sse_stream_stops_the_model(

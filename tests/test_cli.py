@@ -113,3 +113,23 @@ def test_a_dotenv_file_in_the_working_directory_is_read() -> None:
         result = run_cli("suggest", "--json", SENTENCE)
     assert result.returncode == 0, result.stderr
     assert server.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_undecodable_input_is_bad_input_not_a_crash() -> None:
+    """Bytes that are not UTF-8, on standard input or as an argument (which Python turns into
+    lone surrogates), exit 2 with words, not 1 with a traceback."""
+    piped = subprocess.run(
+        [sys.executable, "-m", "suggestions", "suggest", "-"],
+        input=b"She go \xff\xfe home.",
+        capture_output=True,
+        timeout=60,
+    )
+    assert piped.returncode == 2, piped.stderr
+    assert b"not UTF-8" in piped.stderr and b"Traceback" not in piped.stderr
+    argument = subprocess.run(
+        [sys.executable.encode(), b"-m", b"suggestions", b"suggest", b"She go \xff home."],
+        capture_output=True,
+        timeout=60,
+    )
+    assert argument.returncode == 2, argument.stderr
+    assert b"not valid Unicode" in argument.stderr and b"Traceback" not in argument.stderr
