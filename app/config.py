@@ -37,6 +37,8 @@ class AppConfig:
     examples_path: Path | None = DEFAULT_EXAMPLES
     auth: tuple[str, str] | None = None
     api_key: str | None = None
+    proxy_auth: bool = False
+    """Modal proxy auth stands in front of the whole app (set by the deployment)."""
     concurrency: int = DEFAULT_CONCURRENCY
 
     def __post_init__(self) -> None:
@@ -52,6 +54,14 @@ class AppConfig:
             raise ConfigurationError(
                 "APP_API_KEY is not set. In production the REST API must not be open: set it to "
                 "the key the editor sends as 'Authorization: Bearer <key>'."
+            )
+        if self.settings.is_production and not (self.auth or self.proxy_auth):
+            raise ConfigurationError(
+                "In production the page needs a login: without one, Gradio's own API "
+                "(/gradio_api/...) gives suggestions to anyone, with no APP_API_KEY. Set "
+                "APP_USERNAME and APP_PASSWORD (on Modal: the WRITING_UI_LOGIN_SECRET secret), "
+                "or put Modal proxy auth in front of the app (WRITING_PROXY_AUTH=1 on Modal, "
+                "which sets APP_PROXY_AUTH=1)."
             )
 
     @property
@@ -76,6 +86,10 @@ class AppConfig:
             values["auth"] = (user, password)
         if key := read_api_key(env.get("APP_API_KEY"), "APP_API_KEY"):
             values["api_key"] = key
+        proxy = env.get("APP_PROXY_AUTH", "").strip().lower()
+        if proxy not in ("", "0", "1", "true", "false"):
+            raise ConfigurationError("APP_PROXY_AUTH must be 1 or 0")
+        values["proxy_auth"] = proxy in ("1", "true")
         if concurrency := env.get("APP_CONCURRENCY"):
             try:
                 values["concurrency"] = int(concurrency)

@@ -106,6 +106,9 @@ class DeployConfig:
     hf_secret: str = ""
     ui_login_secret: str = "writing-reviewer-login"
     proxy_auth: bool = False
+    proxy_auth_secret: str = "writing-proxy-auth"
+    """With proxy auth: the reviewer app's token for the model endpoints (MODAL_PROXY_KEY and
+    MODAL_PROXY_SECRET)."""
     unsloth: bool = True
     baseline_model_id: str = "meta-llama/Meta-Llama-3.1-8B-Instruct"
     baseline_weights: str = "unsloth/Meta-Llama-3.1-8B-Instruct"
@@ -152,8 +155,15 @@ class DeployConfig:
         for name in ("request_timeout_s", "startup_timeout_s"):
             if not 10 <= getattr(self, name) <= 86_400:
                 raise DeployConfigError(f"{_env_name(name)} must be between 10 and 86400")
-        required = ("app_name", "weights_volume", "hf_cache_volume", "ui_state_volume")
+        required: tuple[str, ...] = (
+            "app_name",
+            "weights_volume",
+            "hf_cache_volume",
+            "ui_state_volume",
+        )
         optional = ("hf_secret", "ui_login_secret")  # empty: not used
+        if self.proxy_auth:
+            required = (*required, "proxy_auth_secret")
         for name in (*required, "api_key_secret", *optional):
             value = getattr(self, name)
             if (value or name not in optional) and not _NAME.match(value):
@@ -163,6 +173,12 @@ class DeployConfig:
                 )
         if not self.baseline_model_id:
             raise DeployConfigError("WRITING_BASELINE_MODEL_ID must not be empty")
+        if not (self.ui_login_secret or self.proxy_auth):
+            raise DeployConfigError(
+                "WRITING_UI_LOGIN_SECRET is empty and WRITING_PROXY_AUTH is off: the reviewer "
+                "app would be open to anyone through Gradio's API. Name a login secret "
+                "(APP_USERNAME, APP_PASSWORD) or set WRITING_PROXY_AUTH=1"
+            )
         self.warm_schedule(1)
 
     def warm_schedule(self, warm: int) -> WarmSchedule:
@@ -247,6 +263,12 @@ model_secrets = [api_key_secret]
 if CONFIG.hf_secret:
     model_secrets.append(modal.Secret.from_name(CONFIG.hf_secret, required_keys=["HF_TOKEN"]))
 ui_secrets = [api_key_secret]
+if CONFIG.proxy_auth:  # the app's own calls to the model endpoints must pass Modal's proxy too
+    ui_secrets.append(
+        modal.Secret.from_name(
+            CONFIG.proxy_auth_secret, required_keys=["MODAL_PROXY_KEY", "MODAL_PROXY_SECRET"]
+        )
+    )
 if CONFIG.ui_login_secret:
     ui_secrets.append(
         modal.Secret.from_name(
@@ -386,6 +408,7 @@ def ui_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[s
         "BASELINE_MODEL": CONFIG.baseline_model_id,
         "SUGGESTIONS_HOME": UI_STATE_MOUNT,
         "APP_EVAL_RUNS": f"{UI_STATE_MOUNT}/eval-runs",
+        "APP_PROXY_AUTH": "1" if CONFIG.proxy_auth else "0",
     }
 
 
@@ -407,7 +430,7 @@ def endpoint_url(class_name: str) -> str:
     timeout=UI_TIMEOUT_S,
 )
 @modal.concurrent(max_inputs=UI_MAX_INPUTS)
-@modal.asgi_app()
+@modal.asgi_app(requires_proxy_auth=CONFIG.proxy_auth)  # else the page login guards it
 def reviewer_app() -> Any:
     """Gradio keeps each session in one process, hence one container with many inputs."""
     model_url, baseline_url = (endpoint_url(name) for name in ("WritingModel", "Baseline"))

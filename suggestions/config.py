@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     modal_api_key: SecretStr | None = Field(default=None, validation_alias="MODAL_API_KEY")
     modal_llama_model: str = Field(default="writing-llama", validation_alias="MODAL_LLAMA_MODEL")
 
+    # A Modal proxy auth token, sent only to Modal endpoints (`*.modal.run`) that require it.
+    modal_proxy_key: SecretStr | None = Field(default=None, validation_alias="MODAL_PROXY_KEY")
+    modal_proxy_secret: SecretStr | None = Field(
+        default=None, validation_alias="MODAL_PROXY_SECRET"
+    )
+
     baseline_url: str | None = Field(default=None, validation_alias="BASELINE_URL")
     baseline_api_key: SecretStr | None = Field(default=None, validation_alias="BASELINE_API_KEY")
     baseline_model: str = Field(

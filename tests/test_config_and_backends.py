@@ -8,7 +8,7 @@ from suggestions import ChatBackend, MockBackend, Settings, build_backend
 from suggestions.backends import chat_completions_url, complete
 from suggestions.backends.mock import revise
 from suggestions.contract import LlamaRequest
-from suggestions.errors import ConfigurationError
+from suggestions.errors import AuthenticationFailed, ConfigurationError
 from suggestions.prompts import build_baseline_messages, build_messages
 from suggestions.retry import RetryPolicy, parse_retry_after
 
@@ -133,3 +133,39 @@ def test_public_names_are_exactly_the_exported_ones() -> None:
         if not name.startswith("_") and not isinstance(getattr(suggestions, name), ModuleType)
     }
     assert public == set(suggestions.__all__)
+
+
+def test_modal_proxy_headers_go_to_modal_hosts_only() -> None:
+    proxy = {"modal_proxy_key": "wk-1", "modal_proxy_secret": "ws-2\n"}
+    on_modal = build_backend(
+        "custom", Settings(modal_llama_url="https://acme--writing.modal.run", **proxy)
+    )
+    elsewhere = build_backend("baseline", Settings(baseline_url="https://api.example.com", **proxy))
+    assert isinstance(on_modal, ChatBackend) and isinstance(elsewhere, ChatBackend)
+    assert on_modal._extra_headers == {"Modal-Key": "wk-1", "Modal-Secret": "ws-2"}
+    assert elsewhere._extra_headers == {}  # a third party never sees the token
+    with pytest.raises(ConfigurationError, match="MODAL_PROXY_KEY and MODAL_PROXY_SECRET"):
+        build_backend(
+            "custom",
+            Settings(modal_llama_url="https://acme.modal.run", modal_proxy_key="wk-1"),
+        )
+
+
+async def test_proxy_headers_are_sent_and_never_shown(grammar_request: LlamaRequest) -> None:
+    from suggestions.testing import ScriptedServer, error_reply
+
+    with ScriptedServer(error_reply(403, "token ws-secret-2 refused")) as server:
+        backend = ChatBackend(
+            name="custom",
+            base_url=server.url,
+            model="m",
+            label="scripted",
+            extra_headers={"Modal-Key": "wk-1", "Modal-Secret": "ws-secret-2"},
+        )
+        with pytest.raises(AuthenticationFailed) as failed:
+            async for _ in backend.stream(grammar_request):
+                pass
+        await backend.aclose()
+    headers = server.requests[0].headers
+    assert headers["Modal-Key"] == "wk-1" and headers["Modal-Secret"] == "ws-secret-2"
+    assert "ws-secret-2" not in failed.value.detail

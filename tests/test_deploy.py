@@ -166,7 +166,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert info.gpus == [("H100", 1)]
     assert not info.method_details["serve"].unauthenticated  # Modal proxy auth in front
     assert "modal.Secret.from_name('hf-token')" in info.secrets
-    assert not any("login" in secret for secret in deploy.reviewer_app.info().secrets)
+    ui = deploy.reviewer_app.info()
+    assert not any("login" in secret for secret in ui.secrets)
+    assert "modal.Secret.from_name('writing-proxy-auth')" in ui.secrets  # its model calls
+    assert deployed.options(deploy.reviewer_app)["env"]["WRITING_PROXY_AUTH"] == "1"
     assert deploy.app.name == "writing-staging"
     # The containers evaluate the file again: they get the same settings.
     assert deployed.options(deploy.WritingModel)["env"]["WRITING_GPU"] == "H100"
@@ -184,6 +187,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"WRITING_WEIGHTS_VOLUME": "my volume"}, "is not a Modal name"),
         ({"WRITING_WARM_TZ": "Mars/Base"}, "unknown time zone 'Mars/Base'"),
         ({"WRITING_WARM_HOURS": "9-5"}, "warm hours"),
+        ({"WRITING_UI_LOGIN_SECRET": ""}, "would be open to anyone through Gradio's API"),
     ],
 )
 def test_bad_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
@@ -428,6 +432,8 @@ def test_the_reviewer_app_function_serves_both_columns_from_our_endpoints(
     for name in (*names, "BASELINE_API_KEY", "BASELINE_MODEL", "APP_EVAL_RUNS", "APP_API_KEY"):
         monkeypatch.setenv(name, "")  # restored after the test; the function sets them
     monkeypatch.setenv("SUGGESTIONS_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("APP_USERNAME", "reviewer")  # from the login secret on Modal
+    monkeypatch.setenv("APP_PASSWORD", "pass-8c1e")
     with (
         container(deploy.WritingModel, volume, monkeypatch) as model_url,
         container(deploy.Baseline, volume, monkeypatch) as baseline_url,
@@ -448,6 +454,7 @@ def test_the_reviewer_app_function_serves_both_columns_from_our_endpoints(
                 json={"text": "She go to school yesterday.", "type": "grammar"},
             )
             assert refused.status_code == 401  # the public URL's API needs the key
+            assert httpx.get(f"{app_url}/gradio_api/info").status_code == 401  # and the page's
             for backend in ("custom", "baseline"):
                 reply = httpx.post(
                     f"{app_url}/api/manuscripts/m-1/suggest?backend={backend}",

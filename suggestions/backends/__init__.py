@@ -8,6 +8,7 @@ import httpx
 
 from ..config import Settings
 from ..errors import ConfigurationError
+from ..keys import read_api_key
 from ..prompts import build_baseline_messages, build_messages
 from ..retry import RetryPolicy
 from .base import Backend, BackendEvent, Completion, StreamEnd, TextDelta, complete
@@ -77,7 +78,8 @@ def _chat_backend(
     name: str, url: str, model: str, key: str | None, key_env_var: str, settings: Settings
 ) -> ChatBackend:
     host = urlsplit(url).hostname or url
-    where = "Modal" if host.endswith("modal.run") else host
+    on_modal = host.endswith(".modal.run")
+    where = "Modal" if on_modal else host
     return ChatBackend(
         name=name,
         base_url=url,
@@ -89,4 +91,20 @@ def _chat_backend(
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         total_timeout_s=settings.total_timeout_s,
         retry=RetryPolicy(max_retries=settings.max_retries),
+        extra_headers=modal_proxy_headers(settings) if on_modal else None,
     )
+
+
+def modal_proxy_headers(settings: Settings) -> dict[str, str] | None:
+    """The `Modal-Key`/`Modal-Secret` pair for endpoints behind Modal proxy auth, when both are
+    set; never sent to other hosts, where they would leak the token."""
+    key, secret = (
+        read_api_key(value.get_secret_value() if value else None, name)
+        for value, name in (
+            (settings.modal_proxy_key, "MODAL_PROXY_KEY"),
+            (settings.modal_proxy_secret, "MODAL_PROXY_SECRET"),
+        )
+    )
+    if bool(key) != bool(secret):
+        raise ConfigurationError("set both MODAL_PROXY_KEY and MODAL_PROXY_SECRET, or neither")
+    return {"Modal-Key": key, "Modal-Secret": secret} if key and secret else None

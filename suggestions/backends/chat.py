@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -122,6 +122,7 @@ class ChatBackend:
         temperature: float = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.model_id = model
@@ -133,6 +134,8 @@ class ChatBackend:
         self.total_timeout_s = total_timeout_s
         self.retry = retry or RetryPolicy()
         self._api_key = read_api_key(api_key, key_env_var)
+        self._extra_headers = dict(extra_headers or {})
+        self._secrets = [s for s in (self._api_key, *self._extra_headers.values()) if s]
         self._build_prompt = build_prompt
         self._timeout = timeout or httpx.Timeout(30.0, connect=5.0)
         self._transport = transport
@@ -182,7 +185,10 @@ class ChatBackend:
 
     async def _open(self, payload: dict[str, Any], call: _Call) -> httpx.Response:
         client = self._get_client()
-        headers = {"Accept": "text/event-stream" if self.streaming else "application/json"}
+        headers = {
+            **self._extra_headers,
+            "Accept": "text/event-stream" if self.streaming else "application/json",
+        }
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         while True:
@@ -325,8 +331,8 @@ class ChatBackend:
         status_code: int | None = None,
     ) -> BackendError:
         """Every error this backend raises is made here: key removed first, then shortened."""
-        if self._api_key:
-            for form in {self._api_key, repr(self._api_key)[1:-1]}:
+        for secret in self._secrets:
+            for form in {secret, repr(secret)[1:-1]}:
                 detail = detail.replace(form, "[redacted]")
         if len(detail) > MAX_DETAIL_CHARS:
             detail = detail[:MAX_DETAIL_CHARS] + "..."
