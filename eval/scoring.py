@@ -26,7 +26,7 @@ from .metrics.clarity import clarity_scores
 from .metrics.errant_f05 import ErrantCounts, errant_scores
 from .metrics.gleu import corpus_gleu, sentence_gleu
 from .metrics.latency import percentiles
-from .metrics.nlp import prefetch, tokenize
+from .metrics.nlp import answer_tokens, prefetch, tokenize
 from .metrics.style import MeaningModel, edit_rates, style_scores
 from .runner import CONFIG, read_predictions
 
@@ -302,7 +302,11 @@ class GleuTokens:
     def hypothesis(self, row: dict[str, Any]) -> str:
         """A row's answer as tokens; an unedited row's is its source, as given (re-tokenizing
         JFLEG's tokenized source would move the do-nothing score off the published one)."""
-        return self.given(row["source"]) if row.get("unedited") else self.answer(row["prediction"])
+        if row.get("unedited"):
+            return self.given(row["source"])
+        if self.pretokenized:  # ERRANT's tokens too: a word left alone is never an edit
+            return " ".join(answer_tokens(row["prediction"], row["source"]))
+        return self.answer(row["prediction"])
 
     @staticmethod
     def answer(text: str) -> str:

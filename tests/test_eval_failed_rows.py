@@ -298,3 +298,13 @@ def test_the_latency_check_refuses_an_unconfigured_slot_too(
     args = ["latency", "--backend", "custom", "--requests", "2", "--warmup", "0"]
     assert eval_main(args) == 2
     assert "MODAL_LLAMA_URL" in capsys.readouterr().err
+
+
+def test_gleu_reads_an_untouched_answer_as_its_tokenized_source() -> None:
+    """On tokenized data (JFLEG) an answer that leaves the source alone is the source to GLEU,
+    as it is to ERRANT: spaCy alone would cut `self-confidence` into three tokens."""
+    from eval.scoring import GleuTokens
+
+    source = "I lack self-confidence , do n't I ?"
+    row = {"source": source, "prediction": "I lack self-confidence, don't I?"}
+    assert GleuTokens(pretokenized=True).hypothesis(row) == source
