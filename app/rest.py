@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 
 from suggestions.backends.base import TextDelta
 from suggestions.contract import LlamaRequest, describe_validation_error, parse_request
@@ -42,6 +43,23 @@ STATUS_FOR_KIND = {
 }
 RETRY_AFTER_S = 2
 _T = TypeVar("_T")
+
+
+class _AnyText(Convertor[str]):
+    """A path parameter that takes any text, even empty or with a slash or a newline (where
+    `str` and `path` stop), so that every manuscript id reaches the route and gets its error
+    (422, naming the field) rather than the page mount's `{"detail": "Not Found"}`."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_text", _AnyText())
 
 
 class RestError(Exception):
@@ -71,7 +89,7 @@ def rest_router(runtime: Runtime) -> APIRouter:
         }
         return {"status": "ok", "columns": list(runtime.columns), "backends": backends}
 
-    @router.post("/api/manuscripts/{manuscript_id}/suggest", response_model=None)
+    @router.post("/api/manuscripts/{manuscript_id:any_text}/suggest", response_model=None)
     async def suggest(manuscript_id: str, request: Request, backend: str = "custom") -> Response:
         try:
             _authorize(runtime, request)
@@ -129,6 +147,10 @@ async def _read_request(
     except RecursionError:
         raise RestError(
             400, "invalid_json", "The request body is nested too deeply to read."
+        ) from None
+    except ValueError:  # valid JSON Python will not read: an integer past 4,300 digits
+        raise RestError(
+            400, "invalid_json", "The request body has a number too long to read."
         ) from None
     if not isinstance(data, dict):
         raise RestError(422, "invalid_request", "The request body must be a JSON object.")

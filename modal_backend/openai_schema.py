@@ -15,6 +15,11 @@ from suggestions.contract import describe_validation_error
 
 from .engines.base import Message, SamplingParams
 
+MIN_SAMPLING_TEMPERATURE = 1e-5
+"""Below this a temperature means greedy decoding (vLLM's threshold too): sampling divides the
+logits by it, and a vanishing one (1e-300 is valid JSON and within 0..2) overflowed them to inf,
+so the engine failed on the request (a 500)."""
+
 
 class ApiError(Exception):
     """An error answered as `{"error": {"message", "type", "code"}}` with `status`."""
@@ -66,7 +71,9 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    """A 64-bit integer, as in OpenAI's API; engines cannot take a larger one (torch raised
+    an overflow mid-request, a 500)."""
     n: Literal[1] = 1
     stop: str | list[str] | None = None
     tools: list[Any] | None = None
@@ -99,9 +106,12 @@ class ChatCompletionRequest(BaseModel):
                 f"max_tokens is {max_tokens:,}; this server allows at most {max_tokens_limit:,}",
                 code="invalid_value",
             )
+        temperature = self.temperature or 0.0
+        if temperature < MIN_SAMPLING_TEMPERATURE:
+            temperature = 0.0
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=self.temperature or 0.0,
+            temperature=temperature,
             top_p=self.top_p if self.top_p is not None else 1.0,
             seed=self.seed,
         )

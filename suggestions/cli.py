@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import sys
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    tolerate_unencodable(sys.stdout)
     try:
         settings = load_settings()
         if args.command == "schema":
@@ -82,6 +84,25 @@ def load_settings() -> Settings:
     """Environment variables, then a `.env` file in the working directory if there is one."""
     env_file = Path(".env")
     return Settings(_env_file=env_file if env_file.is_file() else None)
+
+
+def tolerate_unencodable(stream: TextIO) -> None:
+    """A terminal whose encoding cannot show a character of the answer (an ASCII or Latin-1
+    locale) gets an escape for it, as standard error does, instead of a UnicodeEncodeError
+    traceback halfway through the streamed text."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="backslashreplace")
+
+
+def response_json(response: LlamaResponse, out: TextIO) -> str:
+    """The response as JSON; with `\\u` escapes where `out` cannot write a character, so that
+    it stays valid JSON (an escape from `tolerate_unencodable` would not be)."""
+    text = response.model_dump_json(indent=2)
+    try:
+        text.encode(getattr(out, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(response.model_dump(mode="json"), indent=2)
+    return text
 
 
 def read_stdin() -> str:
@@ -113,7 +134,7 @@ async def run_suggest(args: argparse.Namespace, settings: Settings, out: TextIO)
         async for item in service.stream(request, backend=args.backend):
             if isinstance(item, LlamaResponse):
                 if args.json:
-                    out.write(item.model_dump_json(indent=2) + "\n")
+                    out.write(response_json(item, out) + "\n")
                 else:
                     out.write("\n\n" + format_summary(item, service.backend(args.backend).label))
             elif not args.json:
