@@ -29,11 +29,11 @@ demo: $(DEMO_STAMP)
 
 # The same model through the `suggestions` command line, printed in the terminal.
 cli-demo: $(DEMO_STAMP)
-	$(BIN)/python -m modal_backend.demo
+	$(BIN)/python -m modal_backend.serving.demo
 
 # The model service on the local default, in the foreground (needs MODAL_API_KEY).
 serve: $(DEMO_STAMP)
-	$(BIN)/python -m modal_backend.serve --model default --alias writing-llama
+	$(BIN)/python -m modal_backend.serving.serve --model default --alias writing-llama
 
 # Debian's chromium, for the browser test.
 browser:

@@ -98,8 +98,8 @@ def _exit_cleanly_on(*signals: signal.Signals) -> None:
 
 def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppConfig:
     """Start a local model server and point the custom and baseline columns at it."""
-    from modal_backend.local_server import LocalModelServer
-    from modal_backend.model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
+    from modal_backend.serving.local import LocalModelServer
+    from modal_backend.serving.model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 
     if model == "default":
         try:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.compare import stream_columns
 from app.config import AppConfig
-from modal_backend.local_server import serve_in_thread
+from modal_backend.serving.local import serve_in_thread
 from suggestions import LlamaRequest, MockBackend
 from suggestions.config import Settings
 from suggestions.service import SuggestionService

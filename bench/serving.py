@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_backend.engines.base import Delta, Engine, Finished, SamplingParams
-from modal_backend.local_server import serve_in_thread
-from modal_backend.model_parts import LOCAL_DEFAULT, ensure_model
-from modal_backend.server import create_app
+from modal_backend.serving.engines.base import Delta, Engine, Finished, SamplingParams
+from modal_backend.serving.local import serve_in_thread
+from modal_backend.serving.model_parts import LOCAL_DEFAULT, ensure_model
+from modal_backend.serving.server import create_app
 from suggestions import ChatBackend, LlamaRequest
 from suggestions.backends.base import StreamEnd, TextDelta
 from suggestions.prompts import build_messages, max_output_tokens
@@ -80,11 +80,11 @@ async def through_http(client: ChatBackend, request: LlamaRequest) -> Run:
 
 def load_engine(model: str, workdir: Path) -> Engine:
     if model == "tiny":
-        from modal_backend.engines.transformers_engine import TransformersEngine
-        from modal_backend.tiny_llama import build_tiny_llama
+        from modal_backend.serving.engines.transformers_engine import TransformersEngine
+        from modal_backend.serving.testing import build_tiny_llama
 
         return TransformersEngine.load(build_tiny_llama(workdir / "tiny"), model_id="tiny")
-    from modal_backend.engines.llamacpp_engine import LlamaCppEngine
+    from modal_backend.serving.engines.llamacpp_engine import LlamaCppEngine
 
     path = ensure_model(LOCAL_DEFAULT) if model == "default" else Path(model)
     model_id = LOCAL_DEFAULT.model_id if model == "default" else path.stem

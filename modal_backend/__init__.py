@@ -1,7 +1,4 @@
-"""The model service: an OpenAI-compatible chat-completions server over one inference engine.
-
-`server.create_app(engine, ...)` is the HTTP layer (auth, validation, SSE, admission, logging);
-`engines` holds the engines behind it (transformers on Modal's GPUs, llama.cpp for GGUF files on a
-laptop); `model_parts` assembles the local default model from its PyPI part wheels; and
-`serve` is the command line that puts them together.
+"""Everything that runs the model: `serving` (the model service), `training` (fine-tuning,
+checks and promotion) and `deploy` (the Modal apps). Imports run downward: `deploy` uses both
+others, `training` uses `serving`, and nothing imports `deploy`.
 """

@@ -7,7 +7,7 @@ Run it on a machine with a CUDA GPU and the training extras installed:
     python scripts/gpu_check.py --no-4bit      # 16-bit base
 
 It builds a small Llama-architecture model from a config (random weights, the tiny Llama-3
-tokenizer and chat template of `modal_backend.tiny_llama`), then calls the same `train()` the
+tokenizer and chat template of `modal_backend.serving.testing`), then calls the same `train()` the
 Modal job calls, with Unsloth required: LoRA r=16 on every projection, a few dozen SFT steps
 with the 8-bit optimizer, checkpoints, the adapter and merged 16-bit weights, the merge-vs-adapter
 and end-of-turn checks, and the eval harness on two examples. Finally the transformers engine
@@ -181,15 +181,15 @@ def run(out: Path, steps: int, learning_rate: float, *, four_bit: bool, backend:
 def small_llama(folder: Path) -> Path:
     """A Llama-architecture model from a config, big enough for Unsloth's kernels (head size
     64), with the tiny Llama-3 tokenizer."""
-    from modal_backend.tiny_llama import build_tiny_llama
+    from modal_backend.serving.testing import build_tiny_llama
 
     return build_tiny_llama(folder, hidden_size=256, intermediate_size=1024, trainable_scale=4)
 
 
 def generate(merged: Path, request: Any) -> tuple[str, dict[str, float]]:
     """One greedy answer from the merged weights through the serving engine, with timings."""
-    from modal_backend.engines.base import Delta, SamplingParams
-    from modal_backend.engines.transformers_engine import TransformersEngine
+    from modal_backend.serving.engines.base import Delta, SamplingParams
+    from modal_backend.serving.engines.transformers_engine import TransformersEngine
     from suggestions.prompts import build_messages
 
     clock = time.perf_counter()

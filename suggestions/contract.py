@@ -1,7 +1,8 @@
 """The suggestion contract: what every caller sends and gets back.
 
-These models are frozen once landed. `tests/snapshots/contract.schema.json` pins their JSON Schema,
-so a change here is a deliberate act (regenerate it with `python -m suggestions schema`).
+These models are frozen once landed. `tests/suggestions/snapshots/contract.schema.json` pins
+their JSON Schema, so a change here is a deliberate act (regenerate it with
+`python -m suggestions schema`).
 
 Offsets are indices into `LlamaRequest.text` counted in Unicode code points (Python `str` indices).
 """

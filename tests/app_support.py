@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.config import DEFAULT_EXAMPLES, AppConfig
-from modal_backend.local_server import serve_in_thread
+from modal_backend.serving.local import serve_in_thread
 from suggestions.backends import Backend, ChatBackend
 from suggestions.config import Settings
 from suggestions.prompts import build_messages

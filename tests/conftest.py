@@ -44,7 +44,7 @@ def grammar_request() -> LlamaRequest:
 @pytest.fixture(scope="session")
 def taught_model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Our model service on a tiny Llama that knows the answer to GRAMMAR_REQUEST by heart."""
-    from modal_backend.engines.transformers_engine import TransformersEngine
+    from modal_backend.serving.engines.transformers_engine import TransformersEngine
     from tests.app_support import TINY_MODEL_ID
     from tests.model_service_support import running_service, tiny_model_dir
 
@@ -57,7 +57,7 @@ def taught_model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def rambling_engine(tmp_path_factory: pytest.TempPathFactory) -> object:
     """A tiny Llama that never ends its turn: for stopping generation mid-stream."""
-    from modal_backend.engines.transformers_engine import TransformersEngine
+    from modal_backend.serving.engines.transformers_engine import TransformersEngine
     from tests.app_support import TINY_MODEL_ID
     from tests.model_service_support import tiny_model_dir
 

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from modal_backend.engines.base import Engine
-from modal_backend.local_server import serve_in_thread
-from modal_backend.server import ServiceLimits, create_app
+from modal_backend.serving.engines.base import Engine
+from modal_backend.serving.local import serve_in_thread
+from modal_backend.serving.server import ServiceLimits, create_app
 from suggestions import LlamaRequest
 from suggestions.prompts import build_messages
 
@@ -37,7 +37,7 @@ def tiny_model_dir(root: Path, kind: Literal["rambling", "taught", "mute"]) -> P
     """A tiny Llama: `rambling` never ends its turn (it runs to max_tokens), `taught` knows the
     answer to the grammar request above by heart (through our prompt contract) and then stops,
     and `mute` ends every turn at once."""
-    from modal_backend.tiny_llama import build_tiny_llama
+    from modal_backend.serving.testing import build_tiny_llama
 
     folder = root / f"tiny-llama-{kind}"
     if not (folder / "config.json").exists():

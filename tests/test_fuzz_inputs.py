@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from modal_backend.engines.transformers_engine import TransformersEngine
-from modal_backend.server import ServiceLimits
+from modal_backend.serving.engines.transformers_engine import TransformersEngine
+from modal_backend.serving.server import ServiceLimits
 from suggestions import cli
 from suggestions.backends import MockBackend
 from suggestions.contract import SUGGESTION_TYPES, LlamaResponse

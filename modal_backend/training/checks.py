@@ -283,7 +283,7 @@ def greedy_ids(model: Any, tokenizer: Any, messages: Any, max_new_tokens: int) -
     """The greedy answer's token ids, up to and including the first stop token."""
     import torch
 
-    from modal_backend.engines.transformers_engine import stop_token_ids
+    from modal_backend.serving.engines.transformers_engine import stop_token_ids
 
     stops = stop_token_ids(model, tokenizer)
     prompt = tokenizer.apply_chat_template(

@@ -152,7 +152,7 @@ def _train(options: argparse.Namespace) -> int:
     from .runtime import hide_broken_torchvision
 
     hide_broken_torchvision()  # before anything imports transformers
-    from modal_backend.registry import RegistryError
+    from modal_backend.serving.registry import RegistryError
 
     from .checks import ChecksFailed
     from .data import DataError
@@ -176,7 +176,7 @@ def _train(options: argparse.Namespace) -> int:
 
 def _evaluate(options: argparse.Namespace) -> int:
     from eval.runner import RunError
-    from modal_backend.registry import Registry, RegistryError
+    from modal_backend.serving.registry import Registry, RegistryError
 
     from .config import resolve_path
     from .evaluation import EvalFolderMismatch, evaluate_run

@@ -81,7 +81,7 @@ def evaluate_run(
     A folder left by an interrupted evaluation of the same settings is resumed; one of other
     settings raises EvalFolderMismatch unless `fresh` (see `prepare_eval_folder`).
     """
-    from modal_backend.engines.transformers_engine import TransformersEngine
+    from modal_backend.serving.engines.transformers_engine import TransformersEngine
 
     replaced = prepare_eval_folder(run_dir, dataset=dataset, limit=limit, fresh=fresh)
     engine = TransformersEngine.load(run_dir / "merged", model_id=model_id, version=version)
@@ -111,8 +111,8 @@ async def _run(
     engine: Any, out: Path, dataset: Path, model_id: str, version: str, limit: int | None
 ) -> Path:
     from eval.runner import CONFIG, RunPlan, run
-    from modal_backend.local_server import serve_in_thread
-    from modal_backend.server import create_app
+    from modal_backend.serving.local import serve_in_thread
+    from modal_backend.serving.server import create_app
     from suggestions.backends import ChatBackend
 
     key = secrets.token_urlsafe(24)  # this process's own server: a fresh key, never shown

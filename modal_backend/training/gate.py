@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.compare import BaselineConfig, GateResult, format_gates, load_gates, run_gates
-from modal_backend.registry import Registry, Run
+from modal_backend.serving.registry import Registry, Run
 
 from .evaluation import EVAL_DIR
 from .manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_TRAINING

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modal_backend.registry import MANIFEST_FILE, Registry, RegistryError
+from modal_backend.serving.registry import MANIFEST_FILE, Registry, RegistryError
 
 from .config import TrainConfig, resolve_path
 from .manifest import STATUS_COMPLETE, finish, new_run_id, start_manifest
