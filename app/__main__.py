@@ -17,8 +17,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pydantic import SecretStr
-
 from suggestions.errors import ConfigurationError
 
 from .config import AppConfig, parse_columns
@@ -98,7 +96,7 @@ def _exit_cleanly_on(*signals: signal.Signals) -> None:
 
 def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppConfig:
     """Start a local model server and point the custom and baseline columns at it."""
-    from modal_backend.serving.local import LocalModelServer
+    from modal_backend.serving.local import LocalModelServer, ServedModel, slot_variables
     from modal_backend.serving.model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 
     if model == "default":
@@ -120,18 +118,17 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
     print(f"Starting the local model server on {shown} (log: {log_path})...", flush=True)
     stack.callback(server.stop)
     health = server.start(timeout_s=300)
-    model_id = str(health.get("model") or LOCAL_DEFAULT.model_id)
-    key = SecretStr(server.api_key)
-    update: dict[str, Any] = {
-        "modal_llama_url": server.url,
-        "modal_api_key": key,
-        "modal_llama_model": model_id,
-    }
+    served = ServedModel(
+        url=server.url,
+        model=str(health.get("model") or LOCAL_DEFAULT.model_id),
+        api_key=server.api_key,
+    )
     if config.settings.baseline_url is None:  # a configured baseline is kept as it is
-        update |= {"baseline_url": server.url, "baseline_api_key": key, "baseline_model": model_id}
+        variables = slot_variables(custom=served, baseline=served)
     else:
+        variables = slot_variables(custom=served)
         labels = {"custom": labels["custom"]}
-    settings = config.settings.model_copy(update=update)
+    settings = config.settings.with_variables(variables)
     labels = {**labels, **config.labels}
     return AppConfig(**{**config.__dict__, "settings": settings, "labels": labels})
 

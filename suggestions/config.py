@@ -6,6 +6,7 @@ tests pass values directly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +73,20 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=default_home, validation_alias=HOME_ENV_VAR)
     usage_db: Path | None = Field(default=None, validation_alias="SUGGESTIONS_USAGE_DB")
+
+    def with_variables(self, variables: Mapping[str, str]) -> Settings:
+        """These settings with some environment variables set anew (checked like the rest):
+        how a launcher points the slots at a server it started."""
+        fields = {
+            str(info.validation_alias): name
+            for name, info in type(self).model_fields.items()
+            if info.validation_alias
+        }
+        unknown = sorted(set(variables) - set(fields))
+        if unknown:
+            raise ValueError(f"not a suggestions setting: {', '.join(unknown)}")
+        values = self.model_dump() | {fields[key]: value for key, value in variables.items()}
+        return type(self).model_validate(values)
 
     @property
     def usage_db_path(self) -> Path:

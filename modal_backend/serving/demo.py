@@ -14,7 +14,7 @@ import sys
 
 from suggestions.config import Settings
 
-from .local import LocalModelServer
+from .local import LocalModelServer, ServedModel, slot_variables
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 
 EXAMPLES = (
@@ -44,15 +44,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"Ready: {health['model']} at {server.url}\n")
-    env = {
-        **os.environ,
-        "MODAL_LLAMA_URL": server.url,
-        "MODAL_API_KEY": server.api_key,
-        "MODAL_LLAMA_MODEL": LOCAL_DEFAULT.model_id,
-        "BASELINE_URL": server.url,
-        "BASELINE_API_KEY": server.api_key,
-        "BASELINE_MODEL": LOCAL_DEFAULT.model_id,
-    }
+    served = ServedModel(url=server.url, model=LOCAL_DEFAULT.model_id, api_key=server.api_key)
+    env = {**os.environ, **slot_variables(custom=served, baseline=served)}
     status = 0
     try:
         for backend, kind, text in EXAMPLES:

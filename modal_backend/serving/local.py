@@ -1,5 +1,7 @@
 """Running the model service on this machine: in a thread (tests, benchmarks) or as a child
-process that is started, waited for and stopped cleanly (the demo and the reviewer app)."""
+process that is started, waited for and stopped cleanly (the demo and the reviewer app); and
+`slot_variables`, the one place that says how the `suggestions` slots are pointed at model
+servers (locally here, on Modal by the deployment)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,42 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model service endpoint and the model id to ask it for."""
+
+    url: str
+    model: str
+    api_key: str
+
+
+def slot_variables(
+    custom: ServedModel | None = None, baseline: ServedModel | None = None
+) -> dict[str, str]:
+    """The `suggestions` variables that point the custom and baseline slots at model services:
+    as environment for a child process or a container, or for `Settings.with_variables`."""
+    variables: dict[str, str] = {}
+    if custom is not None:
+        variables |= {
+            "MODAL_LLAMA_URL": custom.url,
+            "MODAL_API_KEY": custom.api_key,
+            "MODAL_LLAMA_MODEL": custom.model,
+        }
+    if baseline is not None:
+        variables |= {
+            "BASELINE_URL": baseline.url,
+            "BASELINE_API_KEY": baseline.api_key,
+            "BASELINE_MODEL": baseline.model,
+        }
+    return variables
 
 
 def free_port(host: str = "127.0.0.1") -> int:
