@@ -8,15 +8,9 @@ Training formats its examples with `build_training_messages`, serving and eval s
 from __future__ import annotations
 
 import math
-from typing import Literal, TypedDict
 
 from .contract import LlamaRequest, SuggestionType
-
-
-class ChatMessage(TypedDict):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
+from .wire import ChatMessage
 
 SYSTEM_PROMPT = (
     "You are a careful editor for authors. You receive a passage and return the whole passage "

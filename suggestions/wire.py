@@ -1,6 +1,8 @@
 """The OpenAI chat-completions wire format, in one place for the client and any server.
 
-Servers build bodies and SSE frames with the `*_chunk`, `completion_body`, `error_body` and
+Requests: `ChatMessage` (the message type everything passes around) and `ChatCompletionRequest`,
+which the client builds its payload with and the server validates bodies with. Responses:
+servers build bodies and SSE frames with the `*_chunk`, `completion_body`, `error_body` and
 `sse_frame` helpers; the client reads them back with `read_chunk` and `read_completion`.
 
 A stream is `role_chunk`, then `delta_chunk`s, then one `final_chunk` (finish reason and usage),
@@ -15,10 +17,104 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DONE = "[DONE]"
 logger = logging.getLogger(__name__)
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(TypedDict):
+    """One chat message as prompts, engines and the client pass it around."""
+
+    role: Role
+    content: str
+
+
+# --- Requests (the client builds with these; servers validate with them) ---------------------
+#
+# Lenient where OpenAI clients differ (unknown fields are ignored, content may be a list of text
+# parts, `developer` is a system message), strict where a silent misreading would cost the
+# caller (wrong roles, out-of-range numbers, features no server of ours implements).
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(BaseModel):
+    """A message as a request carries it."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def as_message(self) -> ChatMessage:
+        text = (
+            self.content
+            if isinstance(self.content, str)
+            else "".join(part.text for part in self.content)
+        )
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """`POST /v1/chat/completions`, as far as a writing suggestion needs it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    """A 64-bit integer, as in OpenAI's API; engines cannot take a larger one (torch raised
+    an overflow mid-request, a 500)."""
+    n: Literal[1] = 1
+    stop: str | list[str] | None = None
+    tools: list[Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _no_stop_sequences(cls, value: str | list[str] | None) -> None:
+        if value:
+            raise ValueError("stop sequences are not supported by this server")
+        return None
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> None:
+        if value:
+            raise ValueError("tools are not supported by this server")
+        return None
+
+    def chat_messages(self) -> list[ChatMessage]:
+        return [message.as_message() for message in self.messages]
+
+    def input_chars(self) -> int:
+        return sum(len(message["content"]) for message in self.chat_messages())
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body, with only the fields that were set."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+# --- Reading responses (the client) -----------------------------------------------------------
 
 
 class WireFormatError(ValueError):

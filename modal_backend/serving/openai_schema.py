@@ -1,19 +1,14 @@
-"""The chat-completions request this server accepts, and its errors in OpenAI's shape.
-
-Lenient where OpenAI clients differ (unknown fields are ignored, content may be a list of text
-parts, `developer` is a system message), strict where a silent misreading would cost the caller
-(wrong roles, out-of-range numbers, features this server does not implement).
-"""
+"""Reading a chat-completions request (`suggestions.wire.ChatCompletionRequest`) the way this
+server must: errors in OpenAI's shape, and sampling settings within the server's limits."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from suggestions.contract import describe_validation_error
+from suggestions.wire import ChatCompletionRequest
 
-from .engines.base import Message, SamplingParams
+from .engines.base import SamplingParams
 
 MIN_SAMPLING_TEMPERATURE = 1e-5
 """Below this a temperature means greedy decoding (vLLM's threshold too): sampling divides the
@@ -41,80 +36,26 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def as_message(self) -> Message:
-        text = (
-            self.content
-            if isinstance(self.content, str)
-            else "".join(part.text for part in self.content)
+def sampling_params(
+    chat: ChatCompletionRequest, *, default_max_tokens: int, max_tokens_limit: int
+) -> SamplingParams:
+    """The engine's sampling settings for a request, within this server's limits."""
+    max_tokens = chat.max_completion_tokens or chat.max_tokens or default_max_tokens
+    if max_tokens > max_tokens_limit:
+        raise ApiError(
+            400,
+            f"max_tokens is {max_tokens:,}; this server allows at most {max_tokens_limit:,}",
+            code="invalid_value",
         )
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
-
-
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
-    stream: bool = False
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
-    """A 64-bit integer, as in OpenAI's API; engines cannot take a larger one (torch raised
-    an overflow mid-request, a 500)."""
-    n: Literal[1] = 1
-    stop: str | list[str] | None = None
-    tools: list[Any] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _no_stop_sequences(cls, value: str | list[str] | None) -> None:
-        if value:
-            raise ValueError("stop sequences are not supported by this server")
-        return None
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None) -> None:
-        if value:
-            raise ValueError("tools are not supported by this server")
-        return None
-
-    def messages_for_engine(self) -> list[Message]:
-        return [message.as_message() for message in self.messages]
-
-    def input_chars(self) -> int:
-        return sum(len(message["content"]) for message in self.messages_for_engine())
-
-    def sampling(self, *, default_max_tokens: int, max_tokens_limit: int) -> SamplingParams:
-        max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
-        if max_tokens > max_tokens_limit:
-            raise ApiError(
-                400,
-                f"max_tokens is {max_tokens:,}; this server allows at most {max_tokens_limit:,}",
-                code="invalid_value",
-            )
-        temperature = self.temperature or 0.0
-        if temperature < MIN_SAMPLING_TEMPERATURE:
-            temperature = 0.0
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=self.top_p if self.top_p is not None else 1.0,
-            seed=self.seed,
-        )
+    temperature = chat.temperature or 0.0
+    if temperature < MIN_SAMPLING_TEMPERATURE:
+        temperature = 0.0
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=chat.top_p if chat.top_p is not None else 1.0,
+        seed=chat.seed,
+    )
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:

@@ -32,6 +32,7 @@ from suggestions.keys import authorization_matches, read_api_key
 from suggestions.prompts import MAX_OUTPUT_TOKENS
 from suggestions.wire import (
     DONE,
+    ChatCompletionRequest,
     completion_body,
     completion_id,
     delta_chunk,
@@ -50,7 +51,7 @@ from .engines.base import (
     Finished,
     PromptTooLong,
 )
-from .openai_schema import ApiError, ChatCompletionRequest, parse_chat_request
+from .openai_schema import ApiError, parse_chat_request, sampling_params
 
 logger = logging.getLogger(__name__)
 request_log = logging.getLogger("modal_backend.requests")
@@ -236,8 +237,8 @@ def create_app(
         record.model = engine.model_id
         if chat.input_chars() > limits.max_input_chars:
             raise _too_large(limits, chat.input_chars())
-        params = chat.sampling(
-            default_max_tokens=limits.default_max_tokens, max_tokens_limit=limits.max_tokens
+        params = sampling_params(
+            chat, default_max_tokens=limits.default_max_tokens, max_tokens_limit=limits.max_tokens
         )
         assert service.slots is not None
         try:
@@ -308,7 +309,7 @@ class _Generation:
     async def start(self, params: Any) -> EngineEvent:
         """The first event, read before the response starts, so that a request the engine
         refuses (a prompt longer than its context) still gets an error status."""
-        self.events = self.engine.stream(self.chat.messages_for_engine(), params)
+        self.events = self.engine.stream(self.chat.chat_messages(), params)
         try:
             return await self._next()
         except PromptTooLong as exc:

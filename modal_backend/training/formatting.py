@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from suggestions.contract import LlamaRequest, describe_validation_error
-from suggestions.prompts import ChatMessage, build_messages, build_training_messages
+from suggestions.prompts import build_messages, build_training_messages
+from suggestions.wire import ChatMessage
 
 from .data import DataError, TrainingExample
 

@@ -30,10 +30,12 @@ from ..errors import (
     UnexpectedFailure,
 )
 from ..keys import read_api_key
-from ..prompts import ChatMessage, build_messages, max_output_tokens
+from ..prompts import build_messages, max_output_tokens
 from ..retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..wire import (
     DONE,
+    ChatCompletionRequest,
+    ChatMessage,
     ChunkFields,
     ServerReportedError,
     WireFormatError,
@@ -151,15 +153,16 @@ class ChatBackend:
             self._client = None
 
     async def stream(self, request: LlamaRequest) -> AsyncGenerator[BackendEvent, None]:
-        payload: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": self._build_prompt(request),
-            "max_tokens": max_output_tokens(request),
-            "temperature": self.temperature,
-            "stream": self.streaming,
-        }
-        if self.streaming:
-            payload["stream_options"] = {"include_usage": True}
+        payload = ChatCompletionRequest.model_validate(
+            {
+                "model": self.model_id,
+                "messages": self._build_prompt(request),
+                "max_tokens": max_output_tokens(request),
+                "temperature": self.temperature,
+                "stream": self.streaming,
+                **({"stream_options": {"include_usage": True}} if self.streaming else {}),
+            }
+        ).body()
         call = _Call(deadline=asyncio.get_running_loop().time() + self.total_timeout_s)
         call.arm()
         response: httpx.Response | None = None

@@ -574,3 +574,17 @@ async def test_a_refused_call_records_no_tokens(server, harness, grammar_request
     h = harness()
     await h.fail(grammar_request, AuthenticationFailed)
     assert h.usage_rows() == [("custom", "error", "auth", 0, 0, 0, 0)]
+
+
+async def test_the_payload_is_the_wire_request_the_server_validates(
+    server, harness, grammar_request
+) -> None:
+    """One request model for both sides: what the client sends reads back unchanged."""
+    from suggestions.wire import ChatCompletionRequest
+
+    server.enqueue(sse_reply(DELTAS))
+    await harness().service.suggest(grammar_request)
+    sent = server.requests[0].body
+    assert ChatCompletionRequest.model_validate(sent).body() == sent
+    assert sent["messages"] == build_messages(grammar_request)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}

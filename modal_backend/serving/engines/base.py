@@ -11,14 +11,12 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+from suggestions.wire import ChatMessage
 
-
-class Message(TypedDict):
-    role: Role
-    content: str
+Message = ChatMessage
+"""The wire's chat message: what the engines are given."""
 
 
 @dataclass(frozen=True, slots=True)
