@@ -1,18 +1,21 @@
 """The reviewer app's configuration: columns, where votes and eval runs live, who may log in.
 
-Read from environment variables when the app starts (documented in `.env.example`); tests and the
-Modal deployment build `AppConfig` directly.
+`AppSettings` reads the `APP_*` variables (documented in `.env.example`) when the app starts;
+`AppConfig` is what the app runs with, built from them (`from_env`) or directly by tests.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from suggestions.backends import BACKEND_NAMES
 from suggestions.config import Settings
+from suggestions.contract import describe_validation_error
 from suggestions.errors import ConfigurationError
 from suggestions.keys import read_api_key
 
@@ -70,33 +73,48 @@ class AppConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> AppConfig:
-        """The configuration from `APP_*` variables plus the `suggestions` settings."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {"settings": Settings()}
-        if columns := env.get("APP_COLUMNS", "").strip():
-            values["columns"] = parse_columns(columns, "APP_COLUMNS")
-        if path := env.get("APP_VOTES_DB"):
-            values["votes_db"] = Path(path)
-        if path := env.get("APP_EVAL_RUNS"):
-            values["eval_runs_dir"] = Path(path)
-        user, password = env.get("APP_USERNAME", ""), env.get("APP_PASSWORD", "")
+        """The configuration from `APP_*` variables (`environ`, when given, wins over the
+        process environment) plus the `suggestions` settings."""
+        given = {key: value for key, value in (environ or {}).items() if key.startswith("APP_")}
+        try:
+            env = AppSettings.model_validate(given)
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc)) from None
+        values: dict[str, object] = {"settings": Settings(), "proxy_auth": env.proxy_auth}
+        if env.columns and env.columns.strip():
+            values["columns"] = parse_columns(env.columns, "APP_COLUMNS")
+        if env.votes_db:
+            values["votes_db"] = env.votes_db
+        if env.eval_runs:
+            values["eval_runs_dir"] = env.eval_runs
+        user = env.username.get_secret_value() if env.username else ""
+        password = env.password.get_secret_value() if env.password else ""
         if bool(user) != bool(password):
             raise ConfigurationError("set both APP_USERNAME and APP_PASSWORD to require a login")
         if user:
             values["auth"] = (user, password)
-        if key := read_api_key(env.get("APP_API_KEY"), "APP_API_KEY"):
+        api_key = env.api_key.get_secret_value() if env.api_key else None
+        if key := read_api_key(api_key, "APP_API_KEY"):
             values["api_key"] = key
-        proxy = env.get("APP_PROXY_AUTH", "").strip().lower()
-        if proxy not in ("", "0", "1", "true", "false"):
-            raise ConfigurationError("APP_PROXY_AUTH must be 1 or 0")
-        values["proxy_auth"] = proxy in ("1", "true")
-        if concurrency := env.get("APP_CONCURRENCY"):
-            try:
-                values["concurrency"] = int(concurrency)
-            except ValueError:
-                raise ConfigurationError("APP_CONCURRENCY must be a whole number") from None
+        if env.concurrency is not None:
+            values["concurrency"] = env.concurrency
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+class AppSettings(BaseSettings):
+    """The `APP_*` variables, read the way every setting of this project is read."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    columns: str | None = Field(default=None, validation_alias="APP_COLUMNS")
+    votes_db: Path | None = Field(default=None, validation_alias="APP_VOTES_DB")
+    eval_runs: Path | None = Field(default=None, validation_alias="APP_EVAL_RUNS")
+    username: SecretStr | None = Field(default=None, validation_alias="APP_USERNAME")
+    password: SecretStr | None = Field(default=None, validation_alias="APP_PASSWORD")
+    api_key: SecretStr | None = Field(default=None, validation_alias="APP_API_KEY")
+    proxy_auth: bool = Field(default=False, validation_alias="APP_PROXY_AUTH")
+    concurrency: int | None = Field(default=None, ge=1, validation_alias="APP_CONCURRENCY")
 
 
 def parse_columns(text: str, source: str) -> tuple[str, ...]:
