@@ -14,19 +14,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from suggestions.keys import authorization_matches, read_api_key
 from suggestions.prompts import MAX_OUTPUT_TOKENS
@@ -52,10 +50,9 @@ from .engines.base import (
     PromptTooLong,
 )
 from .openai_schema import ApiError, parse_chat_request, sampling_params
+from .request_log import RequestLog, RequestRecord, ms_since, request_log
 
 logger = logging.getLogger(__name__)
-request_log = logging.getLogger("modal_backend.requests")
-"""One JSON line per request, and nothing else, so that it can be shipped as a metrics feed."""
 
 EngineLoader = Callable[[], Engine]
 
@@ -71,31 +68,6 @@ class ServiceLimits:
     default_max_tokens: int = 2048
     queue_timeout_s: float = 10.0
     retry_after_s: int = 2
-
-
-@dataclass
-class RequestRecord:
-    """The fields of a request's log line; handlers fill in what they learn."""
-
-    request_id: str
-    method: str
-    path: str
-    status: int = 0
-    model: str | None = None
-    stream: bool | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    ttft_ms: float | None = None
-    total_ms: float | None = None
-    client_disconnected: bool = False
-    error: str | None = None
-    started: float = field(default_factory=time.perf_counter, repr=False)
-
-    def log_line(self) -> str:
-        fields = asdict(self)
-        fields.pop("started")
-        return json.dumps({key: value for key, value in fields.items() if value is not None})
 
 
 class _Service:
@@ -153,7 +125,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(_RequestLog)
+    app.add_middleware(RequestLog)
 
     def authorize(request: Request) -> None:
         if not authorization_matches(request.headers.get("authorization"), key):
@@ -324,7 +296,7 @@ class _Generation:
         except StopAsyncIteration:
             raise EngineError("the engine ended without a finish event") from None
         if isinstance(event, Delta) and self.record.ttft_ms is None:
-            self.record.ttft_ms = _ms_since(self.record.started)
+            self.record.ttft_ms = ms_since(self.record.started)
         return event
 
     async def _all(self, first: EngineEvent) -> AsyncIterator[EngineEvent]:
@@ -481,55 +453,3 @@ def _note_error(request: Request, code: str) -> None:
     record = request.scope.get("state", {}).get("record")
     if record is not None:
         record.error = code
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class _RequestLog:
-    """Pure ASGI middleware: a request id for every request, echoed as `X-Request-Id`, and one
-    log line when the response is fully sent (so streamed requests log their real totals)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        record = RequestRecord(
-            request_id=incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex,
-            method=scope["method"],
-            path=scope["path"],
-        )
-        scope.setdefault("state", {})["record"] = record
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record.status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", record.request_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("unhandled error in %s %s", record.method, record.path)
-            record.error = "internal_error"
-            if record.status:
-                raise  # the response had started: nothing better to send
-            await JSONResponse(
-                error_body("the model service failed on this request", type="server_error"),
-                status_code=500,
-            )(scope, receive, send_with_id)
-        finally:
-            record.total_ms = _ms_since(record.started)
-            level = logging.DEBUG if record.path == "/health" else logging.INFO
-            request_log.log(level, record.log_line())
