@@ -24,8 +24,10 @@ import httpx
 import modal
 import pytest
 
+from modal_backend.deploy.images import requirements
+from modal_backend.deploy.settings import DeployConfigError, DeploySettings
 from modal_backend.serving.engines.base import Delta, SamplingParams
-from modal_backend.serving.local import serve_in_thread
+from modal_backend.serving.local import ServedModel, serve_in_thread, slot_variables
 from modal_backend.serving.registry import Registry
 from modal_backend.serving.weights import (
     WeightsUnavailable,
@@ -137,6 +139,14 @@ def test_the_reviewer_app_calls_our_two_endpoints(deployed: Deployed) -> None:
         baseline_url="https://w--base.modal.run",
         api_key="k",
     )
+    # The slots are wired as for a local server: the one slot-wiring function.
+    assert (
+        env.items()
+        >= slot_variables(
+            custom=ServedModel("https://w--model.modal.run", "writing-llama", "k"),
+            baseline=ServedModel("https://w--base.modal.run", env["BASELINE_MODEL"], "k"),
+        ).items()
+    )
     assert env["APP_ENV"] == "production"
     assert env["MODAL_LLAMA_URL"] == "https://w--model.modal.run"
     assert env["MODAL_LLAMA_MODEL"] == "writing-llama"
@@ -174,7 +184,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert deploy.app.name == "writing-staging"
     # The containers evaluate the file again: they get the same settings.
     assert deployed.options(deploy.WritingModel)["env"]["WRITING_GPU"] == "H100"
-    assert deploy.DeployConfig.from_env(deploy.CONFIG.as_env()) == deploy.CONFIG
+    assert deploy.DeploySettings.from_env(deploy.SETTINGS.as_env()) == deploy.SETTINGS
 
 
 @pytest.mark.parametrize(
@@ -192,10 +202,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     ],
 )
 def test_bad_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
-    from modal_backend.deploy.serving_app import DeployConfig, DeployConfigError
-
     with pytest.raises(DeployConfigError, match=message.replace("(", r"\(")):
-        DeployConfig.from_env(env)
+        DeploySettings.from_env(env)
 
 
 def test_the_warm_schedule_runs_every_ten_minutes_and_scales_all_three(
@@ -203,7 +211,7 @@ def test_the_warm_schedule_runs_every_ten_minutes_and_scales_all_three(
 ) -> None:
     deploy = deployed.module
     assert deploy.apply_warm_schedule.info().schedule == "Cron('*/10 * * * *', UTC)"
-    targets = deploy.warm_targets(deploy.CONFIG)
+    targets = deploy.warm_targets(deploy.SETTINGS)
     assert {name: schedule.warm for name, schedule in targets.items()} == {
         "WritingModel": 1,
         "Baseline": 1,
@@ -217,14 +225,13 @@ def test_the_warm_schedule_runs_every_ten_minutes_and_scales_all_three(
     assert applied == dict(calls) and set(applied.values()) <= {0, 1}
 
 
-def test_images_install_the_projects_own_pins(deployed: Deployed, tmp_path: Path) -> None:
-    requirements = deployed.module.requirements
+def test_images_install_the_projects_own_pins(tmp_path: Path) -> None:
     serving = requirements("hf")
     assert "torch==2.13.0" in serving and any(r.startswith("fastapi") for r in serving)
     assert not any(r.startswith("writing-suggestions") for r in serving)
     assert "unsloth==2026.10.9" in requirements("hf", "train")
     assert "gradio==6.31.0" in requirements("app")
-    with pytest.raises(deployed.module.DeployConfigError, match="deploy from a checkout"):
+    with pytest.raises(DeployConfigError, match="deploy from a checkout"):
         requirements("hf", pyproject=tmp_path / "pyproject.toml")
 
 
@@ -234,7 +241,7 @@ def test_deploy_imports_without_credentials_or_network(tmp_path: Path) -> None:
         "HOME": str(tmp_path),  # no ~/.modal.toml
         "MODAL_SERVER_URL": "http://127.0.0.1:9",  # nothing listens there
     }
-    script = "import modal_backend.deploy.serving_app as d; print(d.app.name, d.CONFIG.gpu)"
+    script = "import modal_backend.deploy.serving_app as d; print(d.app.name, d.SETTINGS.gpu)"
     result = subprocess.run(
         [sys.executable, "-c", script],
         env=env,

@@ -159,3 +159,32 @@ def test_a_stream_chunk_that_is_not_json_fails_the_check_in_words() -> None:
     assert status == 1
     assert "FAIL  stream: a stream chunk is not JSON: '{not json'" in output
     assert "Traceback" not in output
+
+
+def test_modal_run_smoke_tests_the_deployed_endpoint(
+    service_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`modal run modal_backend/deploy/smoke_app.py`: the same checks, against the URL Modal
+    gives for the deployed class (here our local server stands in for it)."""
+    import modal_backend.deploy.smoke_app as serving
+    from modal_backend.deploy.settings import DeploySettings
+
+    looked_up: list[str] = []
+
+    def endpoint_url(name: str) -> str:
+        looked_up.append(name)
+        return service_url
+
+    monkeypatch.setattr(serving, "endpoint_url", endpoint_url)
+    monkeypatch.setattr(serving, "SETTINGS", DeploySettings.from_env({}))
+    monkeypatch.setenv("MODAL_API_KEY", API_KEY)
+    serving.smoke_test(wait=10)
+    output = capsys.readouterr().out
+    assert looked_up == ["WritingModel"]
+    assert output.rstrip().endswith("All 4 checks passed."), output
+
+    with pytest.raises(SystemExit) as failed:  # the baseline's model id is not served there
+        serving.smoke_test(baseline=True, wait=10)
+    assert failed.value.code == 1
+    assert looked_up[-1] == "Baseline"
+    assert "model 'meta-llama/Meta-Llama-3.1-8B-Instruct' is not served" in capsys.readouterr().out

@@ -3,14 +3,21 @@ training process's environment."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import modal
 import pytest
 from pydantic import ValidationError
 
 import modal_backend.deploy.train_app as job
+from modal_backend.deploy.settings import HF_CACHE_MOUNT, WEIGHTS_MOUNT
+from modal_backend.deploy.train_inputs import build_config, local_files, stage_inputs
 from modal_backend.training.config import (
     DEFAULT_BASE_MODEL,
     LORA_TARGET_MODULES,
@@ -19,24 +26,77 @@ from modal_backend.training.config import (
 from modal_backend.training.manifest import folder_fingerprint, new_run_id
 
 
+@pytest.fixture
+def evaluate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
+    """Evaluate a deploy module again under some `WRITING_*` variables, as `modal run` would;
+    afterwards each one is evaluated again under the environment as it was."""
+    evaluated: list[ModuleType] = []
+
+    def under(name: str, **env: str) -> ModuleType:
+        for variable in [variable for variable in os.environ if variable.startswith("WRITING_")]:
+            monkeypatch.delenv(variable)
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        evaluated.append(importlib.reload(importlib.import_module(name)))
+        return evaluated[-1]
+
+    yield under
+    monkeypatch.undo()
+    for module in evaluated:
+        importlib.reload(module)
+
+
 def test_training_runs_on_a_gpu_with_the_weights_volume_mounted() -> None:
     spec = job.train_remote._spec_
     assert spec.gpus == job.GPU == "L40S"
-    assert repr(spec.volumes[job.WEIGHTS_DIR]) == repr(job.weights)
+    assert repr(spec.volumes[WEIGHTS_MOUNT]) == repr(job.weights)
     assert "writing-llama-weights" in repr(job.weights)
-    assert repr(spec.volumes[job.HF_CACHE_DIR]) == repr(job.hf_cache)
+    assert repr(spec.volumes[HF_CACHE_MOUNT]) == repr(job.hf_cache)
     assert job.TRAIN_TIMEOUT_S == 6 * 60 * 60
     assert isinstance(job.main, modal.app.LocalEntrypoint)
     assert job.promote._spec_.gpus is None
-    assert repr(job.promote._spec_.volumes[job.WEIGHTS_DIR]) == repr(job.weights)
+    assert repr(job.promote._spec_.volumes[WEIGHTS_MOUNT]) == repr(job.weights)
 
 
-def test_training_writes_where_the_deployment_reads() -> None:
-    from modal_backend.deploy.serving_app import WEIGHTS_MOUNT, DeployConfig
+def test_training_writes_where_the_deployment_reads(evaluate: Callable[..., ModuleType]) -> None:
+    """One setting names each volume for both apps, mounted at the same path in both."""
+    env = {"WRITING_WEIGHTS_VOLUME": "weights-staging", "WRITING_HF_CACHE_VOLUME": "hub-staging"}
+    train = evaluate("modal_backend.deploy.train_app", **env)
+    serving = evaluate("modal_backend.deploy.serving_app", **env)
+    assert "weights-staging" in repr(train.weights)
+    assert repr(train.weights) == repr(serving.weights_volume)
+    assert "hub-staging" in repr(train.hf_cache)
+    assert repr(train.hf_cache) == repr(serving.hf_cache_volume)
+    model = serving.WritingModel().serve.info()
+    assert {path: mount.name for path, mount in model.volumes.items()} == {
+        WEIGHTS_MOUNT: "weights-staging",
+        HF_CACHE_MOUNT: "hub-staging",
+    }
+    # The training container evaluates the file again and must name the same volumes.
+    assert train.CONTAINER_ENV["WRITING_WEIGHTS_VOLUME"] == "weights-staging"
 
-    assert DeployConfig().weights_volume == job.WEIGHTS_VOLUME
-    assert DeployConfig().hf_cache_volume == job.HF_CACHE_VOLUME
-    assert job.WEIGHTS_DIR == WEIGHTS_MOUNT
+
+def test_both_apps_build_on_the_one_image_recipe(
+    evaluate: Callable[..., ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modal_backend.deploy import images
+
+    built: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    recipe = images.project_image
+
+    def spy(*extras: str, packages: tuple[str, ...], **kwargs: Any) -> modal.Image:
+        built.append((extras, packages))
+        return recipe(*extras, packages=packages, **kwargs)
+
+    monkeypatch.setattr(images, "project_image", spy)
+    evaluate("modal_backend.deploy.train_app")
+    evaluate("modal_backend.deploy.serving_app", WRITING_UNSLOTH="0")
+    assert built == [
+        (("train", "eval"), ("suggestions", "modal_backend", "eval")),
+        (("hf",), ("modal_backend", "suggestions")),
+        (("app",), ("app", "suggestions", "modal_backend")),
+        ((), ("modal_backend",)),
+    ]
 
 
 def test_the_entrypoint_names_the_run_and_validates_its_flags() -> None:
@@ -53,22 +113,22 @@ def test_the_entrypoint_names_the_run_and_validates_its_flags() -> None:
         "eval_limit": 0,
         "run_eval": True,
     }
-    config = job.build_config(**flags)  # type: ignore[arg-type]
+    config = build_config(**flags)  # type: ignore[arg-type]
     assert config.run_id and re.fullmatch(r"\d{8}-\d{6}-[\w.-]+", config.run_id)
     assert config.code_version
     assert config.datasets == ("datasets/train/writing-train-v1.jsonl", "coedit")
     assert config.eval_limit is None
     with pytest.raises(ValidationError):
-        job.build_config(**{**flags, "max_steps": 0})  # type: ignore[arg-type]
+        build_config(**{**flags, "max_steps": 0})  # type: ignore[arg-type]
 
 
 def test_local_datasets_are_uploaded_and_staged_in_the_run_folder(tmp_path: Path) -> None:
     ours = tmp_path / "ours.jsonl"
     ours.write_text('{"id": "a"}\n')
     config = TrainConfig(run_id="r1", datasets=(str(ours), "coedit"), eval_datasets=(str(ours),))
-    files = job.local_files(config)
+    files = local_files(config)
     assert files == {"ours.jsonl": b'{"id": "a"}\n'}
-    staged = job.stage_inputs(config, files, tmp_path / "volume")
+    staged = stage_inputs(config, files, tmp_path / "volume")
     inputs = tmp_path / "volume" / "runs" / "r1" / "inputs"
     assert staged.datasets == (str(inputs / "ours.jsonl"), "coedit")
     assert staged.eval_datasets == (str(inputs / "ours.jsonl"),)
@@ -82,12 +142,12 @@ def test_a_complete_run_is_refused_before_its_inputs_are_touched(tmp_path: Path)
     ours.write_text('{"id": "a"}\n')
     config = TrainConfig(run_id="done", datasets=(str(ours),), eval_datasets=())
     volume = tmp_path / "volume"
-    job.stage_inputs(config, job.local_files(config), volume)
+    stage_inputs(config, local_files(config), volume)
     run_dir = volume / "runs" / "done"
     (run_dir / "manifest.json").write_text('{"status": "complete"}')
     ours.write_text('{"id": "b"}\n')  # edited since
     with pytest.raises(RunAlreadyComplete):
-        job.stage_inputs(config, job.local_files(config), volume)
+        stage_inputs(config, local_files(config), volume)
     assert (run_dir / "inputs" / "ours.jsonl").read_text() == '{"id": "a"}\n'
 
 
@@ -96,11 +156,11 @@ def test_a_staged_input_is_never_replaced_by_different_bytes(tmp_path: Path) -> 
     ours.write_text('{"id": "a"}\n')
     config = TrainConfig(run_id="r1", datasets=(str(ours),), eval_datasets=())
     volume = tmp_path / "volume"
-    staged = job.stage_inputs(config, job.local_files(config), volume)
-    assert job.stage_inputs(config, job.local_files(config), volume) == staged  # a restart
+    staged = stage_inputs(config, local_files(config), volume)
+    assert stage_inputs(config, local_files(config), volume) == staged  # a restart
     ours.write_text('{"id": "b"}\n')
     with pytest.raises(ValueError, match=r"already has different ours\.jsonl"):
-        job.stage_inputs(config, job.local_files(config), volume)
+        stage_inputs(config, local_files(config), volume)
     assert (volume / "runs" / "r1" / "inputs" / "ours.jsonl").read_text() == '{"id": "a"}\n'
 
 
