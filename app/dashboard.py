@@ -1,9 +1,11 @@
 """Eval run folders as tables and figures for the app's dashboard tab.
 
-The eval harness leaves one folder per run with a `summary.json` (see `eval/scoring.py`). Any
-metric in it may be missing or null (a run without grammar rows has no GLEU or ERRANT), so the
-tables carry NaN there rather than failing. Figures are built on `matplotlib.figure.Figure`
-directly: no pyplot, so importing this module never picks or changes a GUI backend.
+The eval harness leaves one folder per run with a `summary.json`, read here through
+`eval.run_folder`; the metrics' titles, directions and the latency target come from
+`eval.metrics.registry` (both light: no spaCy, no torch). Any metric in the summary may be
+missing or null (a run without grammar rows has no GLEU or ERRANT), so the tables carry NaN
+there rather than failing. Figures are built on `matplotlib.figure.Figure` directly: no pyplot,
+so importing this module never picks or changes a GUI backend.
 
 The harness scores a failed answer as the unedited source, so each score is read with its error
 rate beside it (a column of the table, and under each bar of a backend that failed), and each
@@ -13,7 +15,6 @@ its own, drawn hatched: a model is only useful above it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-LATENCY_TARGET_MS = 2000.0
-SCORE_COLUMNS = (
+from eval import run_folder
+from eval.metrics import registry
+from eval.run_folder import UNEDITED, RunFolderError
+
+LATENCY_TARGET_MS = registry.LATENCY_TARGET_MS
+"""The registry's P95 target for the total time of a suggestion."""
+SCORE_METRICS = registry.metrics(
     "gleu",
     "errant_f05",
     "meaning_similarity",
@@ -33,9 +39,8 @@ SCORE_COLUMNS = (
     "flesch_reading_ease_delta",
     "proselint_delta",
 )
-SUMMARY = "summary.json"
-UNEDITED = "unedited source"
-"""The backend name of a run's do-nothing row."""
+"""The dashboard's selection of the registry's metrics, one panel each."""
+SCORE_COLUMNS = tuple(m.name for m in SCORE_METRICS)
 SCORE_TABLE_COLUMNS = (
     "run",
     "backend",
@@ -59,16 +64,6 @@ LATENCY_COLUMNS = (
 )
 NO_RUNS = "no eval runs found"
 
-# Panel titles; the arrow says which way is better where one way is.
-_SCORE_TITLES = {
-    "gleu": "GLEU ↑",
-    "errant_f05": "ERRANT F0.5 ↑",
-    "meaning_similarity": "meaning kept ↑",
-    "edit_rate_source": "edit rate vs source",
-    "flesch_reading_ease_delta": "Flesch reading ease Δ ↑",
-    "proselint_delta": "proselint issues Δ ↓",
-}
-
 
 class DashboardError(ValueError):
     """A run summary that cannot be read; the message names the file."""
@@ -79,12 +74,7 @@ def find_runs(root: Path | str) -> list[Path]:
     base = Path(root)
     if not base.is_dir():
         return []
-    folders = [base, *(child for child in base.iterdir() if child.is_dir())]
-    found = [folder for folder in folders if (folder / SUMMARY).is_file()]
-    # Newest summary first; the name breaks ties so the order is stable.
-    found.sort(key=lambda folder: folder.name)
-    found.sort(key=lambda folder: (folder / SUMMARY).stat().st_mtime, reverse=True)
-    return found
+    return run_folder.scored_folders([base, *(c for c in base.iterdir() if c.is_dir())])
 
 
 def read_summary(run: Path | str) -> dict[str, Any]:
@@ -98,20 +88,14 @@ def read_summary(run: Path | str) -> dict[str, Any]:
 
 def _summary(run: Path | str) -> tuple[str, dict[str, Any]]:
     path = Path(run)
-    if not path.is_file() and path.name != SUMMARY:
-        path = path / SUMMARY
+    folder = path.parent if path.is_file() or path.name == run_folder.SUMMARY else path
+    path = run_folder.summary_path(folder)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise DashboardError(
-            f"{path}: cannot read the run summary ({error.strerror or error})"
-        ) from error
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DashboardError(f"{path}: the run summary is not valid JSON ({error})") from error
-    if not isinstance(document, dict):
-        raise DashboardError(f"{path}: the run summary is not a JSON object")
-    backends = document.get("backends")
-    if not isinstance(backends, dict) or not all(isinstance(b, dict) for b in backends.values()):
+        document = run_folder.read_summary(folder)
+    except RunFolderError as error:
+        raise DashboardError(str(error)) from error
+    backends = document["backends"]
+    if not all(isinstance(b, dict) for b in backends.values()):
         raise DashboardError(f"{path}: 'backends' must map each backend name to an object")
     for name, backend in backends.items():
         for key in ("metrics", "latency"):
@@ -222,7 +206,7 @@ def scores_figure(table: pd.DataFrame) -> Figure:
             if flag:
                 bar.set_hatch("//")
                 bar.set_edgecolor("0.45")
-        ax.set_title(_SCORE_TITLES[column], fontsize=11)
+        ax.set_title(registry.metric(column).label, fontsize=11)
         ax.set_xticks([])
         ax.axhline(0.0, color="0.3", linewidth=0.8)
         finite = values[np.isfinite(values)]

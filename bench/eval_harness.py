@@ -22,7 +22,8 @@ from eval.data import load_dataset, write_jsonl
 from eval.metrics import nlp
 from eval.metrics.errant_f05 import errant_scores
 from eval.metrics.nlp import prefetch
-from eval.runner import RunPlan, read_predictions, run
+from eval.run_folder import read_predictions
+from eval.runner import RunPlan, run
 from eval.scoring import GleuTokens, example_metrics, grammar_corpus_gleu
 from suggestions.backends.mock import MockBackend
 

@@ -3,6 +3,10 @@
 Exit status: 0 success, 1 a failed check (a gate, the latency target), 2 bad input.
 """
 
+# The one dispatcher: every subcommand is a thin handler here over the library (`runner`,
+# `scoring`, `latency`, `compare`, `gates`, `metrics.gleu`), each imported when its command
+# runs, so `--help` and a bad command line answer without loading spaCy or pandas.
+
 from __future__ import annotations
 
 import argparse
@@ -16,17 +20,14 @@ from suggestions.backends import BACKEND_NAMES
 from suggestions.errors import ConfigurationError
 
 from .data import DatasetError, load_dataset
+from .metrics.registry import LATENCY_TARGET_MS
+from .run_folder import REPORT_HTML, REPORT_MD, RunFolderError
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets/eval/writing-eval-v1.jsonl"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in {"compare", "gate"}:
-        from . import compare
-
-        entry = compare.main_compare if args[0] == "compare" else compare.main_gate
-        return entry(args[1:])
     parser = _parser()
     try:
         options = parser.parse_args(args)
@@ -72,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     latency.add_argument("--requests", type=_positive, default=200)
     latency.add_argument("--concurrency", type=_positive, default=4)
     latency.add_argument("--warmup", type=int, default=5)
-    latency.add_argument("--target-ms", type=float, default=2000.0, help="P95 total, warm")
+    latency.add_argument(
+        "--target-ms", type=float, default=LATENCY_TARGET_MS, help="P95 total, warm"
+    )
     latency.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     latency.set_defaults(handler=_latency)
 
@@ -84,8 +87,25 @@ def _parser() -> argparse.ArgumentParser:
     gleu.add_argument("--sentences", action="store_true", help="also print sentence GLEU")
     gleu.set_defaults(handler=_gleu)
 
-    commands.add_parser("compare", help="RUN_A RUN_B: metric deltas with bootstrap CIs")
-    commands.add_parser("gate", help="RUN --config gates.toml: exit 1 on a regression")
+    compare = commands.add_parser(
+        "compare",
+        help="RUN_A RUN_B: metric deltas with bootstrap CIs",
+        description="Paired bootstrap comparison of two eval runs (B against A).",
+    )
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the reference run folder")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared with it")
+    compare.add_argument("--iterations", type=_positive, default=2000, help="bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    compare.set_defaults(handler=_compare)
+
+    gate = commands.add_parser(
+        "gate",
+        help="RUN --config gates.toml: exit 1 on a regression",
+        description="Check an eval run against the bounds of a gates TOML file.",
+    )
+    gate.add_argument("run", type=Path, metavar="RUN", help="the run folder to check")
+    gate.add_argument("--config", type=Path, required=True, help="the gates TOML file")
+    gate.set_defaults(handler=_gate)
     return parser
 
 
@@ -120,7 +140,7 @@ def _run(options: argparse.Namespace) -> int:
         return 2
     summary = score_run(options.out)
     _print_summary(summary)
-    print(f"\nreport: {options.out / 'report.md'} and report.html")
+    print(f"\nreport: {options.out / REPORT_MD} and {REPORT_HTML}")
     return 0
 
 
@@ -183,6 +203,34 @@ def _latency(options: argparse.Namespace) -> int:
     verdict = "meets" if p95 < options.target_ms else "BREACHES"
     print(f"\nwarm P95 total {p95:.0f} ms {verdict} the target of {options.target_ms:.0f} ms")
     return 0 if p95 < options.target_ms else 1
+
+
+def _compare(options: argparse.Namespace) -> int:
+    """The table, exit 0: a comparison is information, not a pass/fail (that is `gate`)."""
+    from .compare import compare_runs, format_comparison
+
+    try:
+        deltas = compare_runs(
+            options.run_a, options.run_b, iterations=options.iterations, seed=options.seed
+        )
+    except RunFolderError as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
+    print(format_comparison(deltas))
+    return 0
+
+
+def _gate(options: argparse.Namespace) -> int:
+    """Exit 0 when every check passes, 1 when one fails, 2 for a bad gates file or run."""
+    from .gates import GateConfigError, format_gates, load_gates, run_gates
+
+    try:
+        results = run_gates(options.run, load_gates(options.config))
+    except (GateConfigError, RunFolderError) as error:
+        print(f"gate: {error}", file=sys.stderr)
+        return 2
+    print(format_gates(results))
+    return 0 if all(r.passed for r in results) else 1
 
 
 def _gleu(options: argparse.Namespace) -> int:

@@ -9,17 +9,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .scoring import UNEDITED
+from .metrics import registry
+from .run_folder import PLOTS, REPORT_HTML, REPORT_MD, UNEDITED
 
-DISTRIBUTIONS = ("gleu_sentence", "errant_f05", "meaning_similarity", "edit_rate_source")
-SCORES = ("gleu", "errant_f05", "errant_precision", "errant_recall", "meaning_similarity")
+DISTRIBUTIONS = registry.metrics(
+    "gleu_sentence", "errant_f05", "meaning_similarity", "edit_rate_source"
+)
+SCORES = registry.metrics(
+    "gleu", "errant_f05", "errant_precision", "errant_recall", "meaning_similarity"
+)
+"""The report's selection of the registry's metrics: plotted, and the summary table's scores."""
 
 
 def write_reports(folder: Path, frame: Any, summary: dict[str, Any]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    plots = folder / "plots"
+    plots = folder / PLOTS
     plots.mkdir(exist_ok=True)
     made = [
         _distributions(frame, plots / "scores.png"),
@@ -28,15 +34,15 @@ def write_reports(folder: Path, frame: Any, summary: dict[str, Any]) -> list[Pat
     ]
     images = [path for path in made if path is not None]
     markdown = _markdown(summary, images, folder)
-    (folder / "report.md").write_text(markdown)
-    (folder / "report.html").write_text(_html(summary, images))
+    (folder / REPORT_MD).write_text(markdown)
+    (folder / REPORT_HTML).write_text(_html(summary, images))
     return images
 
 
 def _distributions(frame: Any, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
-    columns = [c for c in DISTRIBUTIONS if c in frame and frame[c].notna().any()]
+    columns = [m.name for m in DISTRIBUTIONS if m.name in frame and frame[m.name].notna().any()]
     if not columns:
         return None
     figure, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
@@ -69,7 +75,8 @@ def _latency_cdf(frame: Any, summary: dict[str, Any], path: Path) -> Path | None
             if marks.get(name) is not None:
                 axis.axvline(marks[name], color=line.get_color(), linestyle=":", linewidth=1)
                 axis.annotate(name.upper(), (marks[name], 0.02), color=line.get_color(), fontsize=7)
-    axis.axvline(2000, color="red", linewidth=1, label="2 s target")
+    target = registry.LATENCY_TARGET_MS
+    axis.axvline(target, color="red", linewidth=1, label=f"{target / 1000:g} s target")
     axis.set_xlabel("total time per request (ms)")
     axis.set_ylabel("fraction of requests")
     axis.set_title("Latency CDF")
@@ -125,7 +132,7 @@ def _rows(summary: dict[str, Any]) -> list[list[str]]:
                 f"{data['error_rate']:.1%}",
                 _fmt(data.get("attempts")),
                 _fmt(data.get("retried")),
-                *(_fmt(metrics.get(name)) for name in SCORES),
+                *(_fmt(metrics.get(m.name)) for m in SCORES),
                 *(_fmt(latency["ttft_ms"].get(q), 0) for q in ("p50", "p95")),
                 *(_fmt(latency["total_ms"].get(q), 0) for q in ("p50", "p95", "p99")),
             ]
@@ -135,7 +142,7 @@ def _rows(summary: dict[str, Any]) -> list[list[str]]:
         metrics = unedited["metrics"]
         rows.append(
             [UNEDITED, "-", str(unedited["examples"]), "-", "-", "-"]
-            + [_fmt(metrics.get(name)) for name in SCORES]
+            + [_fmt(metrics.get(m.name)) for m in SCORES]
             + ["-"] * 5
         )
     return rows
@@ -148,11 +155,7 @@ HEADER = [
     "error rate",
     "attempts",
     "retried",
-    "GLEU",
-    "ERRANT F0.5",
-    "P",
-    "R",
-    "meaning",
+    *(m.heading for m in SCORES),
     "TTFT p50 ms",
     "TTFT p95 ms",
     "total p50 ms",

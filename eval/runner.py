@@ -5,8 +5,8 @@ appended to `predictions.jsonl` at once, so a killed run resumes with `--resume`
 anything that finished. The file is append-only: `--resume` also asks again for pairs whose
 latest answer failed transiently (`TRANSIENT_ERROR_KINDS`: a busy or unreachable service), and
 the retry is a new line, so a kill mid-resume loses nothing; readers take the latest line of each
-pair (`read_predictions`). Scoring (`scoring.score_run`) then reads that file and writes the
-metrics, the summary and the reports.
+pair (`run_folder.read_predictions`). Scoring (`scoring.score_run`) then reads that file and
+writes the metrics, the summary and the reports. The folder's files are `eval.run_folder`'s.
 
 A slot is only run against the model it names: `custom` without `MODAL_LLAMA_URL` (or `baseline`
 without `BASELINE_URL`) is refused here, where `suggestions` alone would answer with the mock and
@@ -16,8 +16,6 @@ the run would score the mock under the model's name.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,9 +31,25 @@ from suggestions.backends.base import BackendEvent, StreamEnd
 from suggestions.errors import BackendError, ConfigurationError
 
 from .data import EvalExample, dataset_sha256, load_dataset
+from .run_folder import (
+    PredictionWriter,
+    code_version,
+    drop_torn_line,
+    has_run,
+    read_config,
+    read_predictions,
+    write_config,
+)
 
-PREDICTIONS = "predictions.jsonl"
-CONFIG = "config.json"
+__all__ = [
+    "MODEL_URLS",
+    "TRANSIENT_ERROR_KINDS",
+    "RunError",
+    "RunPlan",
+    "build_eval_backends",
+    "run",
+]
+
 TRANSIENT_ERROR_KINDS = frozenset({"unavailable", "rate_limited", "timeout", "interrupted"})
 """Failures of the moment (suggestions.errors kinds: 5xx or unreachable, 429, no answer in
 time, a stream cut off), which `--resume` asks again. The rest (`rejected`, `truncated`, `auth`,
@@ -108,7 +122,7 @@ async def run(
         if _wanted(latest.get((example.id, name)), plan.retry_failed)
     ]
     service = SuggestionService(recorders, usage=None)  # type: ignore[arg-type]
-    writer = _RowWriter(plan.out / PREDICTIONS)
+    writer = PredictionWriter(plan.out)
     slots = asyncio.Semaphore(plan.concurrency)
     retrying = sum((example.id, name) in latest for _, example, name in pending)
     bar = _progress(len(pending), len(latest) - retrying, retrying, progress)
@@ -212,71 +226,25 @@ async def _predict(
     }
 
 
-class _RowWriter:
-    """Appends one JSON line per finished pair and flushes it, so a kill loses nothing that
-    was written (the OS holds it) and at most the line being written."""
-
-    def __init__(self, path: Path) -> None:
-        self.handle = path.open("a", encoding="utf-8")
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def read_predictions(folder: Path) -> list[dict[str, Any]]:
-    """The latest row of each (example, backend) pair, in dataset order (they are written as
-    they finish), skipping a torn last line (a run killed mid-write). Corpus GLEU and ERRANT
-    depend on the order. Each row gets `attempts`: how many lines its pair has, that is, how
-    many times the runner asked (a retry on `--resume` appends a line; nothing is rewritten)."""
-    path = folder / PREDICTIONS
-    if not path.exists():
-        return []
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    attempts: dict[tuple[str, str], int] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        key = (str(row["example_id"]), str(row["backend"]))
-        attempts[key] = attempts.get(key, 0) + 1
-        latest[key] = row
-    rows = [row | {"attempts": attempts[key]} for key, row in latest.items()]
-    return sorted(rows, key=lambda row: (row.get("index", 0), row["backend"]))
-
-
 def _prepare_folder(plan: RunPlan, config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     """The latest row of each pair already in the folder (none for a new run)."""
-    config_path = plan.out / CONFIG
-    if config_path.exists():
+    if has_run(plan.out):
         if not plan.resume:
             raise RunError(
                 f"{plan.out} already holds a run: pass --resume to finish it, or choose "
                 "another --out"
             )
-        previous = json.loads(config_path.read_text())
+        previous = read_config(plan.out)
         for key in ("dataset_sha256", "backends_requested", "limit", "model_ids"):
             if previous.get(key) != config.get(key):
                 raise RunError(
                     f"cannot resume {plan.out}: its {key} differs from this run's "
                     f"({previous.get(key)!r} vs {config.get(key)!r})"
                 )
-        _drop_torn_line(plan.out / PREDICTIONS)
+        drop_torn_line(plan.out)
         return {(row["example_id"], row["backend"]): row for row in read_predictions(plan.out)}
-    plan.out.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    write_config(plan.out, config)
     return {}
-
-
-def _drop_torn_line(path: Path) -> None:
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _config(
@@ -297,23 +265,6 @@ def _config(
         "code_version": code_version(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def code_version() -> str:
-    """The git commit (with `-dirty` for local changes), or the package version outside git."""
-    try:
-        result = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        return result.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        from importlib.metadata import version
-
-        return version("writing-suggestions")
 
 
 def _progress(total: int, already: int, retrying: int, enabled: bool) -> Callable[..., None]:

@@ -16,7 +16,6 @@ source as the answer, the same way. A model is only useful above it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,33 +26,16 @@ from .metrics.errant_f05 import ErrantCounts, errant_scores
 from .metrics.gleu import corpus_gleu, sentence_gleu
 from .metrics.latency import percentiles
 from .metrics.nlp import answer_tokens, prefetch, tokenize
+from .metrics.registry import EXAMPLE_COLUMNS, SERVING
 from .metrics.style import MeaningModel, edit_rates, style_scores
-from .runner import CONFIG, read_predictions
-
-SUMMARY = "summary.json"
-UNEDITED = "unedited source"
-"""The do-nothing line's name in reports, and what a failed row is scored as."""
-METRIC_COLUMNS = (
-    "gleu_sentence",
-    "errant_precision",
-    "errant_recall",
-    "errant_f05",
-    "meaning_similarity",
-    "edit_rate_source",
-    "edit_rate_reference",
-    "proselint_delta",
-    "flesch_reading_ease_delta",
-    "fk_grade_delta",
-    "avg_sentence_length_delta",
-    "passive_rate_delta",
-    "wordiness_delta",
-    "ttft_ms",
-    "total_ms",
-    "tokens_per_s",
-    "retries",
+from .run_folder import (
+    KEY_COLUMNS,
+    UNEDITED,
+    read_config,
+    read_predictions,
+    write_metrics,
+    write_summary,
 )
-SERVING_COLUMNS = frozenset({"ttft_ms", "total_ms", "tokens_per_s", "retries"})
-"""Columns about the answer's delivery, averaged over answered rows only."""
 
 
 def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
@@ -63,7 +45,7 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
     rows = [_as_scored(row) for row in read_predictions(folder)]
     if not rows:
         raise ValueError(f"{folder} has no predictions to score")
-    config = json.loads((folder / CONFIG).read_text())
+    config = read_config(folder)
     tokens = GleuTokens(pretokenized=bool(config.get("pretokenized")))
     unedited = _unedited_rows(rows)
     prefetch(
@@ -93,12 +75,9 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
     ]
     do_nothing = _corpus_scores(unedited, unedited_metrics, tokens)
     do_nothing["metrics"] = _means(unedited_metrics, UNEDITED) | do_nothing["metrics"]
-    frame = pd.DataFrame(
-        metrics, columns=["example_id", "backend", "type", "ok", "error_kind", *METRIC_COLUMNS]
-    )
+    frame = pd.DataFrame(metrics, columns=[*KEY_COLUMNS, *EXAMPLE_COLUMNS])
     frame = frame.sort_values(["backend", "example_id"], kind="stable")
-    frame.to_csv(folder / "metrics.csv", index=False)
-    frame.to_parquet(folder / "metrics.parquet", index=False)
+    write_metrics(folder, frame)
     summary_doc = {
         "run": folder.name,
         "dataset": config["dataset"],
@@ -110,7 +89,7 @@ def score_run(folder: Path, *, reports: bool = True) -> dict[str, Any]:
         },
         "backends": by_backend,
     }
-    (folder / SUMMARY).write_text(json.dumps(summary_doc, indent=2, default=_json_float) + "\n")
+    write_summary(folder, summary_doc)
     if reports:
         from .report import write_reports
 
@@ -273,14 +252,15 @@ def _backend_summary(
 
 
 def _means(metrics: list[dict[str, Any]], backend: str) -> dict[str, float | None]:
-    """Per-example means: scores over every row, serving columns over the answered ones."""
+    """Per-example means: scores over every row, serving columns (the registry's `serving`)
+    over the answered ones."""
     means: dict[str, float | None] = {}
-    for column in METRIC_COLUMNS:
+    for column in EXAMPLE_COLUMNS:
         values = [
             float(m[column])
             for m in metrics
             if m["backend"] == backend
-            and (m["ok"] or column not in SERVING_COLUMNS)
+            and (m["ok"] or column not in SERVING)
             and m.get(column) is not None
         ]
         values = [value for value in values if not math.isnan(value)]
@@ -311,9 +291,3 @@ class GleuTokens:
     @staticmethod
     def answer(text: str) -> str:
         return " ".join(tokenize(text))
-
-
-def _json_float(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

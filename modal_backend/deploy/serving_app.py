@@ -69,7 +69,7 @@ gpu_image = project_image(
 )
 ui_image = project_image(
     "app",
-    packages=("app", "suggestions", "modal_backend"),
+    packages=("app", "suggestions", "modal_backend", "eval"),  # the dashboard reads run folders
     env={"GRADIO_ANALYTICS_ENABLED": "False"},
 ).add_local_dir(PROJECT_ROOT / "datasets" / "eval", "/root/datasets/eval")
 control_image = project_image(packages=("modal_backend",))

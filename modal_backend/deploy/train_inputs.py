@@ -32,7 +32,7 @@ def build_config(
 ) -> TrainConfig:
     """The entrypoint's flags as one validated config, with the run named here (where git is),
     so a restarted container resumes the same run."""
-    from eval.runner import code_version
+    from eval.run_folder import code_version
     from modal_backend.training.manifest import new_run_id
 
     version = code_version()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.data import dataset_sha256
+from eval.run_folder import CONFIG
 
 EVAL_DIR = "eval"
 BACKEND = "custom"
@@ -38,7 +39,7 @@ def prepare_eval_folder(
     new place returned: a score is never silently mixed with, or replaced by, another.
     """
     folder = run_dir / EVAL_DIR
-    config_path = folder / "config.json"
+    config_path = folder / CONFIG
     if not folder.exists():
         return None
     previous: dict[str, Any] = {}
@@ -110,7 +111,7 @@ def evaluate_run(
 async def _run(
     engine: Any, out: Path, dataset: Path, model_id: str, version: str, limit: int | None
 ) -> Path:
-    from eval.runner import CONFIG, RunPlan, run
+    from eval.runner import RunPlan, run
     from modal_backend.serving.local import serve_in_thread
     from modal_backend.serving.server import create_app
     from suggestions.backends import ChatBackend

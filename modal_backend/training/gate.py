@@ -11,7 +11,7 @@ Three kinds of finding, because `--force` may override only some of them:
   eval set (`--limit`) or on an eval set its leakage check did not cover, its scoring failed,
   or the served run cannot be compared with it. Its numbers then say nothing reliable, so the
   gate fails, but `--force` (recorded) may override it.
-- results: the gates file's `[[check]]`s (`eval.compare.run_gates`, the logic behind
+- results: the gates file's `[[check]]`s (`eval.gates.run_gates`, the logic behind
   `python -m eval gate`) and, against the served run, the harness's `[baseline]` check, so a
   promotion cannot quietly regress.
 
@@ -24,12 +24,12 @@ file, or `--no-baseline`, weakens the gate; the verdict says so and the history 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eval.compare import BaselineConfig, GateResult, format_gates, load_gates, run_gates
+from eval import run_folder
+from eval.gates import BaselineConfig, GateResult, format_gates, load_gates, run_gates
 from modal_backend.serving.registry import Registry, Run
 
 from .evaluation import EVAL_DIR
@@ -85,7 +85,7 @@ def judge(
     against_current: bool = True,
     accept_failed_checks: bool = False,
 ) -> GateVerdict:
-    """The gate's verdict on `run`. Raises eval.compare.GateConfigError for a bad gates file.
+    """The gate's verdict on `run`. Raises eval.gates.GateConfigError for a bad gates file.
 
     `accept_failed_checks` turns failed (or missing) post-training checks from a blocker into a
     problem, so that `--force-failed-checks` can promote such a run on purpose.
@@ -100,7 +100,7 @@ def judge(
         problems.append(checks_failed + "; accepted with --force-failed-checks")
         record["accepted_failed_checks"] = True
     eval_dir = run.path / EVAL_DIR
-    if not (eval_dir / "summary.json").is_file():
+    if not run_folder.has_summary(eval_dir):
         problems.append(
             "it has not been scored: python -m modal_backend.training evaluate "
             f"{run.run_id} --weights {registry.root}"
@@ -194,7 +194,9 @@ def _score_problems(run: Run, eval_dir: Path) -> list[str]:
     problems = []
     scored = _eval_dataset(eval_dir)
     if scored is None:
-        return [f"its eval folder has no readable config.json ({eval_dir / 'config.json'})"]
+        return [
+            f"its eval folder has no readable {run_folder.CONFIG} ({eval_dir / run_folder.CONFIG})"
+        ]
     sha, limit = scored
     if limit is not None:
         problems.append(
@@ -239,10 +241,7 @@ def _current_baseline(
         return None, "it is the run already served", None
     served_eval = current.path / EVAL_DIR
     override = "(--no-baseline skips the comparison, --force promotes anyway; both are recorded)"
-    if (
-        not (served_eval / "metrics.csv").is_file()
-        and not (served_eval / "metrics.parquet").is_file()
-    ):
+    if not run_folder.has_metrics(served_eval):
         return (
             None,
             None,
@@ -270,11 +269,9 @@ def _describe(scored: tuple[Any, Any] | None) -> str:
 
 
 def _eval_dataset(folder: Path) -> tuple[Any, Any] | None:
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(config, dict):
+    """(dataset sha256, limit) of the eval folder's config, None when it has no readable one."""
+    config = run_folder.find_config(folder)
+    if config is None:
         return None
     return config.get("dataset_sha256"), config.get("limit")
 

@@ -58,7 +58,7 @@ def train(
     manifest. Raises (after recording the failure in the manifest) on leakage, a failed check
     or any training error. A run id whose folder holds checkpoints resumes from the latest."""
     hide_broken_torchvision()
-    from eval.runner import code_version as git_code_version
+    from eval.run_folder import code_version as git_code_version
 
     registry = Registry(weights_root)
     code_version = config.code_version or git_code_version()

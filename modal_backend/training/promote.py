@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _promote(registry: Registry, options: argparse.Namespace) -> int:
-    from eval.compare import GateConfigError, RunFolderError
+    from eval.gates import GateConfigError
+    from eval.run_folder import RunFolderError
     from modal_backend.training.gate import DEFAULT_GATES, judge
 
     run = registry.run(options.target)

@@ -330,3 +330,15 @@ def test_drawing_never_loads_pyplot(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_panels_and_the_target_come_from_the_metric_registry(runs: Path) -> None:
+    """Titles, arrows and the 2 s line are the registry's; the dashboard only picks metrics."""
+    from app import dashboard
+    from eval.metrics import registry
+
+    assert dashboard.LATENCY_TARGET_MS == registry.LATENCY_TARGET_MS
+    figure = scores_figure(scores_table(find_runs(runs)))
+    titles = [ax.get_title() for ax in figure.get_axes()]
+    assert titles == [registry.metric(name).label for name in SCORE_COLUMNS]
+    assert titles[0] == "GLEU ↑" and titles[3] == "edit rate vs source"

@@ -94,7 +94,7 @@ def test_both_apps_build_on_the_one_image_recipe(
     assert built == [
         (("train", "eval"), ("suggestions", "modal_backend", "eval")),
         (("hf",), ("modal_backend", "suggestions")),
-        (("app",), ("app", "suggestions", "modal_backend")),
+        (("app",), ("app", "suggestions", "modal_backend", "eval")),
         ((), ("modal_backend",)),
     ]
 

@@ -11,21 +11,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval.compare import (
-    EXAMPLE_GATES,
-    METRIC_DIRECTIONS,
-    GateConfigError,
-    MetricDelta,
-    RunFolderError,
-    compare_runs,
-    format_comparison,
-    format_gates,
-    load_gates,
-    main_compare,
-    main_gate,
-    paired_bootstrap,
-    run_gates,
-)
+from eval.cli import main as eval_main
+from eval.compare import MetricDelta, compare_runs, format_comparison
+from eval.gates import EXAMPLE_GATES, GateConfigError, format_gates, load_gates, run_gates
+from eval.metrics.registry import DIRECTIONS as METRIC_DIRECTIONS
+from eval.run_folder import RunFolderError
+from eval.stats import paired_bootstrap
+
+
+def main_compare(argv: list[str]) -> int:
+    """`python -m eval compare ...` (the one CLI holds the subcommand)."""
+    return eval_main(["compare", *argv])
+
+
+def main_gate(argv: list[str]) -> int:
+    """`python -m eval gate ...`."""
+    return eval_main(["gate", *argv])
+
 
 N = 40
 

@@ -18,7 +18,7 @@ import pytest
 from eval.cli import main as eval_main
 from eval.data import load_dataset
 from eval.metrics.gleu import corpus_gleu, sentence_gleu
-from eval.runner import read_predictions
+from eval.run_folder import read_predictions
 from eval.scoring import GleuTokens
 from suggestions.testing import Reply, ScriptedServer, error_reply, sse_reply
 from tests.eval.test_harness import JFLEG

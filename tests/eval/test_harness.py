@@ -332,7 +332,7 @@ def test_the_runner_end_to_end_against_the_model_service(
     assert "plots/latency_cdf.png" in (out / "report.md").read_text()
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
-    from eval.compare import EXAMPLE_GATES
+    from eval.gates import EXAMPLE_GATES
 
     gates = tmp_path / "gates.toml"
     gates.write_text(EXAMPLE_GATES)
@@ -403,7 +403,7 @@ def test_metrics_load_as_local_evaluate_modules(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_shipped_gate_file_is_the_documented_example() -> None:
-    from eval.compare import EXAMPLE_GATES, load_gates
+    from eval.gates import EXAMPLE_GATES, load_gates
 
     shipped = Path(__file__).resolve().parents[2] / "eval" / "gates.toml"
     assert shipped.read_text() == EXAMPLE_GATES
@@ -413,7 +413,7 @@ def test_the_shipped_gate_file_is_the_documented_example() -> None:
 def test_predictions_are_scored_in_dataset_order_whatever_order_they_finished(
     tmp_path: Path,
 ) -> None:
-    from eval.runner import read_predictions
+    from eval.run_folder import read_predictions
 
     rows = [{"index": i, "example_id": f"e{i}", "backend": b} for i in (2, 0, 1) for b in "ba"]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
