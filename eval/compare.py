@@ -226,4 +226,3 @@ def format_comparison(deltas: Sequence[MetricDelta]) -> str:
         summary += f", changed on {changed} (neutral)"
     lines.append(summary)
     return "\n".join(lines)
-

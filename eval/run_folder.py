@@ -247,8 +247,10 @@ def has_summary(folder: Path) -> bool:
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:
-    """Indented JSON; a value JSON cannot hold (a numpy integer, say) is a TypeError."""
-    text = json.dumps(summary, indent=2, default=_json_float)
+    """Indented, strict JSON: a NaN or infinite score (no value to average) is written as null,
+    since `NaN` is not JSON and a browser or `jq` refuses the whole file; any other value JSON
+    cannot hold (a numpy integer, say) is a TypeError."""
+    text = json.dumps(_finite(summary), indent=2, allow_nan=False)
     (folder / SUMMARY).write_text(text + "\n")
 
 
@@ -296,7 +298,11 @@ def _json_or_none(path: Path) -> Any:
         return None
 
 
-def _json_float(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -103,3 +103,15 @@ def test_only_run_folder_spells_the_file_names() -> None:
         if isinstance(node, ast.Constant) and node.value in names
     }
     assert not spelled
+
+
+def test_a_nan_score_is_written_as_null_so_the_summary_stays_json(tmp_path: Path) -> None:
+    from eval.run_folder import SUMMARY, write_summary
+
+    def strict(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    write_summary(tmp_path, {"backends": {"mock": {"metrics": {"gleu": float("nan")}}}})
+    text = (tmp_path / SUMMARY).read_text()
+    parsed = json.loads(text, parse_constant=strict)
+    assert parsed["backends"]["mock"]["metrics"]["gleu"] is None
