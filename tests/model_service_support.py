@@ -33,14 +33,23 @@ GRAMMAR_REQUEST = LlamaRequest(text="She go to school yesterday.", type="grammar
 GRAMMAR_ANSWER = "She went to school yesterday."
 
 
-def tiny_model_dir(root: Path, kind: Literal["rambling", "taught", "mute"]) -> Path:
+def tiny_model_dir(
+    root: Path,
+    kind: Literal["rambling", "taught", "mute"],
+    chat_format: Literal["llama3", "chatml"] = "llama3",
+) -> Path:
     """A tiny Llama: `rambling` never ends its turn (it runs to max_tokens), `taught` knows the
     answer to the grammar request above by heart (through our prompt contract) and then stops,
-    and `mute` ends every turn at once."""
+    and `mute` ends every turn at once; with Llama 3's chat template or ChatML's."""
     from modal_backend.serving.testing import build_tiny_llama
 
-    folder = root / f"tiny-llama-{kind}"
+    folder = root / f"tiny-llama-{kind}-{chat_format}"
     if not (folder / "config.json").exists():
         lessons = [(build_messages(GRAMMAR_REQUEST), GRAMMAR_ANSWER)] if kind == "taught" else []
-        build_tiny_llama(folder, mute=kind == "mute", lessons=lessons)  # type: ignore[arg-type]
+        build_tiny_llama(
+            folder,
+            mute=kind == "mute",
+            lessons=lessons,  # type: ignore[arg-type]
+            chat_format=chat_format,
+        )
     return folder

@@ -8,8 +8,9 @@ goes through exactly the loading code a real model does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .engines.base import Message
 
@@ -33,6 +34,50 @@ LLAMA3_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 
+CHATML_SPECIAL_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+
+CHATML_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""SmolLM2's and Qwen's turn format: the turn ends with `<|im_end|>`, then a newline."""
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A chat template and its special tokens; the end-of-turn token is the first (id 0)."""
+
+    special_tokens: tuple[str, ...]
+    template: str
+    end_of_turn: str
+    eos: str
+    bos: str | None
+    eos_stops_turn: bool
+    """Whether the model's generation config lists the end-of-turn token (Llama 3's does;
+    SmolLM2's converted folder does not, so only the template says where a turn ends)."""
+
+
+CHAT_FORMATS = {
+    "llama3": ChatFormat(
+        LLAMA3_SPECIAL_TOKENS,
+        LLAMA3_CHAT_TEMPLATE,
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        "<|begin_of_text|>",
+        eos_stops_turn=True,
+    ),
+    "chatml": ChatFormat(
+        CHATML_SPECIAL_TOKENS,
+        CHATML_CHAT_TEMPLATE,
+        "<|im_end|>",
+        "<|endoftext|>",
+        None,
+        eos_stops_turn=False,
+    ),
+}
+
 _CORPUS = (
     "She goes to school every day and buys two books.",
     "The committee reviewed the proposal, and its members agreed to fund it.",
@@ -53,14 +98,19 @@ def build_tiny_llama(
     mute: bool = False,
     trainable_scale: float | None = None,
     lessons: Sequence[Lesson] = (),
+    chat_format: Literal["llama3", "chatml"] = "llama3",
 ) -> Path:
     """Write a tiny Llama model folder and return it.
 
-    `lessons` are learned by heart (a few dozen optimizer steps, under a second on CPU), each
-    answer followed by `<|eot_id|>`: the model then answers those prompts exactly and stops,
-    like a real instruction-tuned model, which end-to-end tests of suggestions need.
+    `chat_format` is Llama 3's (`<|eot_id|>` ends a turn, and the generation config says so)
+    or ChatML's (`<|im_end|>` and a newline, with only end-of-text in the generation config,
+    as SmolLM2's converted folder has it): only the template tells where such a turn ends.
 
-    With `mute`, every logit is zero, so greedy decoding picks token 0, which is `<|eot_id|>`:
+    `lessons` are learned by heart (a hundred optimizer steps, about a second on CPU), each
+    answer followed by the end-of-turn token: the model then answers those prompts exactly and
+    stops, like a real instruction-tuned model, which end-to-end tests of suggestions need.
+
+    With `mute`, every logit is zero, so greedy decoding picks token 0, the end-of-turn token:
     the model ends its turn at once (for testing the stop on end-of-turn). Otherwise the
     end-of-turn and end-of-text logits are pinned at zero while others are random, so greedy
     decoding runs to `max_tokens`, which is what timing and cancellation tests need.
@@ -73,23 +123,25 @@ def build_tiny_llama(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    turns = CHAT_FORMATS[chat_format]
+
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(LLAMA3_SPECIAL_TOKENS),
+        special_tokens=list(turns.special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(_CORPUS, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|end_of_text|>",
-        pad_token="<|end_of_text|>",
+        bos_token=turns.bos,
+        eos_token=turns.eos,
+        pad_token=turns.eos,
     )
-    tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    tokenizer.chat_template = turns.template
 
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -112,25 +164,27 @@ def build_tiny_llama(
         elif trainable_scale is not None:
             model.lm_head.weight.mul_(trainable_scale)
         else:
-            for token in ("<|eot_id|>", "<|end_of_text|>"):
+            for token in (turns.end_of_turn, turns.eos):
                 model.lm_head.weight[tokenizer.convert_tokens_to_ids(token)] = 0.0
     if lessons:
-        _learn(model, tokenizer, lessons)
-    model.generation_config.eos_token_id = [
-        tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids("<|eot_id|>"),
-    ]
+        _learn(model, tokenizer, lessons, turns.end_of_turn)
+    end_of_turn = tokenizer.convert_tokens_to_ids(turns.end_of_turn)
+    model.generation_config.eos_token_id = (
+        [tokenizer.eos_token_id, end_of_turn] if turns.eos_stops_turn else [tokenizer.eos_token_id]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def _learn(model: Any, tokenizer: Any, lessons: Sequence[Lesson], steps: int = 120) -> None:
+def _learn(
+    model: Any, tokenizer: Any, lessons: Sequence[Lesson], end_of_turn_token: str, steps: int = 120
+) -> None:
     """Overfit on the lessons, with the loss on the answers only (as in fine-tuning)."""
     import torch
 
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    end_of_turn = tokenizer.convert_tokens_to_ids(end_of_turn_token)
     batch = []
     for messages, answer in lessons:
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)

@@ -35,10 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from modal_backend.serving.end_of_turn import end_of_turn_id
 from suggestions.contract import LlamaRequest
 from suggestions.prompts import build_messages
-
-from .formatting import end_of_turn_id
 
 CHECK_PROMPTS: tuple[LlamaRequest, ...] = (
     LlamaRequest(text="She go to school yesterday and buyed a books.", type="grammar"),

@@ -6,7 +6,9 @@ The messages come from `suggestions.prompts.build_training_messages`, the functi
 template is the tokenizer's (Llama 3.1's for our base). The prompt is tokenized with the
 generation prompt (`<|start_header_id|>assistant<|end_header_id|>\\n\\n`), which must be a prefix
 of the whole conversation's tokens; every prompt token is labelled -100 (no loss), so the model
-learns the answer and the `<|eot_id|>` that ends it, not to predict our instructions.
+learns the answer and the end-of-turn token that ends it (`<|eot_id|>` for Llama 3,
+`<|im_end|>` for ChatML; read from the template), not to predict our instructions. What a
+template writes after that token (ChatML's newline) is not part of the answer and is cut.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modal_backend.serving.end_of_turn import end_of_turn_id, end_of_turn_token
 from suggestions.contract import LlamaRequest, describe_validation_error
 from suggestions.prompts import build_messages, build_training_messages
 from suggestions.wire import ChatMessage
@@ -25,7 +28,6 @@ from .data import DataError, TrainingExample
 
 IGNORE_INDEX = -100
 """The label PyTorch's cross-entropy skips."""
-END_OF_TURN = "<|eot_id|>"
 
 
 class FormattingError(DataError):
@@ -64,8 +66,8 @@ def training_messages(example: TrainingExample) -> list[ChatMessage]:
 
 
 def tokenize_example(tokenizer: Any, example: TrainingExample) -> TokenizedExample:
-    """Input ids of the whole conversation; labels -100 up to and including the assistant
-    header, then the target's tokens and the end-of-turn token."""
+    """Input ids of the whole conversation up to its end-of-turn token; labels -100 up to and
+    including the assistant header, then the target's tokens and the end-of-turn token."""
     if not getattr(tokenizer, "chat_template", None):
         raise FormattingError("the tokenizer has no chat template; use an instruct model's")
     prompt = _ids(tokenizer, prompt_messages(example), add_generation_prompt=True)
@@ -76,11 +78,15 @@ def tokenize_example(tokenizer: Any, example: TrainingExample) -> TokenizedExamp
             "the answer cannot be told from the prompt"
         )
     end_of_turn = end_of_turn_id(tokenizer)
-    if end_of_turn is not None and full[-1] != end_of_turn:
-        raise FormattingError(
-            f"{example.id}: the chat template does not end the answer with {END_OF_TURN}, so "
-            "the model would not learn to stop"
-        )
+    if end_of_turn is not None:
+        answer = full[len(prompt) :]
+        if end_of_turn not in answer:
+            raise FormattingError(
+                f"{example.id}: the chat template does not end the answer with "
+                f"{end_of_turn_token(tokenizer)}, so the model would not learn to stop"
+            )
+        last = len(answer) - 1 - answer[::-1].index(end_of_turn)
+        full = full[: len(prompt) + last + 1]  # what follows the turn's end is not the answer
     labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
     return TokenizedExample(example.id, full, labels, len(prompt))
 
@@ -102,13 +108,6 @@ def tokenize_all(
         else:
             kept.append(tokenized)
     return kept, too_long
-
-
-def end_of_turn_id(tokenizer: Any) -> int | None:
-    """`<|eot_id|>`'s id where the vocabulary has it (every Llama 3 tokenizer does)."""
-    if END_OF_TURN not in tokenizer.get_vocab():
-        return None
-    return int(tokenizer.convert_tokens_to_ids(END_OF_TURN))
 
 
 def _ids(tokenizer: Any, messages: list[ChatMessage], *, add_generation_prompt: bool) -> list[int]:

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modal_backend.serving.end_of_turn import end_of_turn_id
+
 from .config import TrainConfig
-from .formatting import IGNORE_INDEX, TokenizedExample, end_of_turn_id
+from .formatting import IGNORE_INDEX, TokenizedExample
 from .runtime import TrainingEnvironmentError
 
 logger = logging.getLogger(__name__)
@@ -308,7 +310,7 @@ class PaddingCollator:
 
 def save_adapter_and_merged(loaded: LoadedModel, adapter_dir: Path, merged_dir: Path) -> None:
     """The LoRA adapter (PEFT format) and merged 16-bit weights, each with the tokenizer, and
-    `<|eot_id|>` among the merged model's stop tokens."""
+    the end-of-turn token among the merged model's stop tokens."""
     loaded.model.save_pretrained(str(adapter_dir))
     loaded.tokenizer.save_pretrained(str(adapter_dir))
     if hasattr(loaded.model, "save_pretrained_merged"):
@@ -332,8 +334,8 @@ def _merge_with_peft(loaded: LoadedModel, merged_dir: Path) -> None:
 
 
 def stop_at_end_of_turn(model_dir: Path, tokenizer: Any) -> None:
-    """Make generation stop at `<|eot_id|>` for anything that loads the folder with its
-    generation config (a Llama 3 chat model ends its turn with it, not with end-of-text)."""
+    """Make generation stop at the template's end-of-turn token for anything that loads the
+    folder with its generation config (a chat model ends its turn with it, not end-of-text)."""
     end_of_turn = end_of_turn_id(tokenizer)
     if end_of_turn is None:
         return

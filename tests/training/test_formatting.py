@@ -100,7 +100,7 @@ def test_a_template_that_does_not_end_the_turn_is_refused(tokenizer: Any) -> Non
 
     rambling = copy.deepcopy(tokenizer)
     rambling.chat_template = tokenizer.chat_template.replace("<|eot_id|>", "\n")
-    with pytest.raises(FormattingError, match="eot_id"):
+    with pytest.raises(FormattingError, match="does not end the answer"):
         tokenize_example(rambling, EXAMPLE)
 
 

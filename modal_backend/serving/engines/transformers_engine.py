@@ -1,8 +1,9 @@
 """`TransformersEngine`: a Hugging Face model folder (merged weights, or base plus LoRA adapter).
 
 This is the path Modal runs on a GPU, and what the tests run on CPU with a tiny model. Generation
-is greedy unless a temperature is asked for, stops on the tokenizer's EOS and on Llama-3's
-`<|eot_id|>`, and streams decoded text through a `TextStreamer` as words complete.
+is greedy unless a temperature is asked for, stops on the tokenizer's EOS and on the chat
+template's end-of-turn token (Llama 3's `<|eot_id|>`, ChatML's `<|im_end|>`), and streams
+decoded text through a `TextStreamer` as words complete.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers import (
     TextStreamer,
 )
 
+from ..end_of_turn import end_of_turn_id
 from .base import (
     Delta,
     Emit,
@@ -34,8 +36,6 @@ from .base import (
 )
 
 logger = logging.getLogger(__name__)
-
-LLAMA3_END_OF_TURN = "<|eot_id|>"
 
 
 class TransformersEngine:
@@ -162,16 +162,15 @@ class TransformersEngine:
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
-    """EOS from the generation config and the tokenizer, plus `<|eot_id|>` where the vocabulary
-    has it: a Llama-3 chat model ends its turn with it, and would ramble on without it."""
+    """EOS from the generation config and the tokenizer, plus the chat template's end-of-turn
+    token (`<|eot_id|>`, `<|im_end|>`...): a chat model ends its turn with it, and would ramble
+    on without it."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for candidate in (
         *(configured if isinstance(configured, list) else [configured]),
         tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids(LLAMA3_END_OF_TURN)
-        if LLAMA3_END_OF_TURN in tokenizer.get_vocab()
-        else None,
+        end_of_turn_id(tokenizer),
     ):
         if isinstance(candidate, int) and candidate not in ids:
             ids.append(candidate)
