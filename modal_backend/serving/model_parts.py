@@ -43,7 +43,8 @@ class PartModel:
     distributions: tuple[str, ...]
     version: str
     part_file: str
-    """Regex for the part's path inside its wheel; group 1 is the part number."""
+    """Regex for the part's path inside its wheel; group 1 is the part number (a pattern with
+    no group names a model that is one whole file in one wheel)."""
     size: int
     sha256: str
 
@@ -141,7 +142,7 @@ def installed_parts(spec: PartModel) -> list[Part] | None:
         path = Path(str(dist.locate_file(file)))
         if not path.is_file():
             return None
-        parts.append(Part(int(match.group(1)), path.stat().st_size, str(path), _opener(path)))
+        parts.append(Part(_part_number(match), path.stat().st_size, str(path), _opener(path)))
     return parts
 
 
@@ -160,7 +161,7 @@ def wheel_parts(spec: PartModel, wheels: Sequence[Path]) -> list[Part]:
             raise ModelUnavailable(f"{wheel.name} does not hold exactly one part of {spec.label}")
         match, info = members[0]
         parts.append(
-            Part(int(match.group(1)), info.file_size, wheel.name, _member_opener(wheel, info))
+            Part(_part_number(match), info.file_size, wheel.name, _member_opener(wheel, info))
         )
     return parts
 
@@ -253,6 +254,10 @@ def assemble(spec: PartModel, parts: Sequence[Part], target: Path, *, progress: 
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def _part_number(match: re.Match[str]) -> int:
+    return int(match.group(1)) if match.re.groups else 1
 
 
 def _marker(target: Path) -> Path:

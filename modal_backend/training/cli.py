@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train, check and score one run")
     _data_options(train)
     train.add_argument("--weights", type=Path, required=True, help="the weights folder (runs/)")
-    train.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help="Hub id or local folder")
+    train.add_argument(
+        "--base-model",
+        default=DEFAULT_BASE_MODEL,
+        help="Hub id, local folder, or 'smollm2' (SmolLM2-135M-Instruct, our laptop-sized base)",
+    )
     train.add_argument("--run-id", default=None, help="an unfinished run to resume")
     train.add_argument("--no-4bit", action="store_true", help="train a 16-bit base (GPU)")
     train.add_argument("--no-eval", action="store_true", help="skip the eval harness")
@@ -123,6 +127,16 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
+def base_model_path(name: str) -> str:
+    """`smollm2` is our small local base, converted once; anything else is a Hub id or a
+    folder, as given."""
+    if name != "smollm2":
+        return name
+    from modal_backend.serving.smollm2 import ensure_smollm2
+
+    return str(ensure_smollm2())
+
+
 def config_from_options(options: argparse.Namespace) -> TrainConfig:
     fields: dict[str, Any] = {}
     if datasets := _split(options.dataset):
@@ -134,7 +148,7 @@ def config_from_options(options: argparse.Namespace) -> TrainConfig:
         if value is not None:
             fields[name] = value
     if getattr(options, "base_model", None):
-        fields["base_model"] = options.base_model
+        fields["base_model"] = base_model_path(options.base_model)
     if getattr(options, "run_id", None):
         fields["run_id"] = options.run_id
     if getattr(options, "no_4bit", False):
