@@ -40,7 +40,7 @@ from modal_backend.deploy.train_inputs import HEADLINE, build_config, local_file
 from modal_backend.training.config import (
     DEFAULT_BASE_MODEL,
     DEFAULT_EVAL_SET,
-    DEFAULT_TRAIN_SET,
+    DEFAULT_TRAIN_SETS,
     TrainConfig,
 )
 
@@ -111,7 +111,7 @@ def train_remote(config: dict[str, Any], files: dict[str, bytes]) -> dict[str, A
 
 @app.local_entrypoint()
 def main(
-    dataset: str = DEFAULT_TRAIN_SET,
+    dataset: str = ",".join(DEFAULT_TRAIN_SETS),
     eval_dataset: str = DEFAULT_EVAL_SET,
     base_model: str = DEFAULT_BASE_MODEL,
     run_id: str = "",

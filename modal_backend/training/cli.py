@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import DEFAULT_BASE_MODEL, DEFAULT_EVAL_SET, DEFAULT_TRAIN_SET, TrainConfig
+from .config import DEFAULT_BASE_MODEL, DEFAULT_EVAL_SET, DEFAULT_TRAIN_SETS, TrainConfig
 
 # flag -> (TrainConfig field, type, help)
 _TUNABLES: dict[str, tuple[str, type, str]] = {
@@ -106,7 +106,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         action="append",
         help=f"a training set (repeatable or comma-separated): our JSONL, a CoEdIT export, or "
-        f"'coedit' for the Hub (default {DEFAULT_TRAIN_SET})",
+        f"'coedit' for the Hub (default {','.join(DEFAULT_TRAIN_SETS)})",
     )
     parser.add_argument(
         "--eval-dataset",

@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE_MODEL = "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
 DEFAULT_TRAIN_SET = "datasets/train/writing-train-v1.jsonl"
+AUGMENTED_TRAIN_SET = "datasets/train/writing-train-augmented-v1.jsonl"
+DEFAULT_TRAIN_SETS = (DEFAULT_TRAIN_SET, AUGMENTED_TRAIN_SET)
+"""Our hand-written examples and the seeded error injections into our own clean sentences
+(`python -m modal_backend.training.augment`); the data card says how each was made."""
 DEFAULT_EVAL_SET = "datasets/eval/writing-eval-v1.jsonl"
 COEDIT = "coedit"
 """A dataset name, not a path: CoEdIT (`grammarly/coedit`) fetched from the Hugging Face Hub."""
@@ -42,7 +46,7 @@ class TrainConfig(BaseModel):
         default=None, description="The git commit; filled in where git is (not in a container)."
     )
     datasets: tuple[str, ...] = Field(
-        default=(DEFAULT_TRAIN_SET,),
+        default=DEFAULT_TRAIN_SETS,
         min_length=1,
         description="Our JSONL files, CoEdIT exports (JSONL or parquet), or 'coedit' (the Hub).",
     )
