@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from modal_backend.training.augment_rewrites import THROAT_CLEARING, filler, pas
 from modal_backend.training.augment_rules import AGREEMENT, Context, article, table_rule
 from modal_backend.training.config import REPO_ROOT, TrainConfig
 from modal_backend.training.data import build_training_data, normalize, word_ngrams
+from tests.eval.test_harness import JFLEG
 
 POOL = load_pool(REPO_ROOT / CLEAN_SENTENCES, REPO_ROOT / BASE_SET)
 CTX = context(POOL)
@@ -97,9 +97,6 @@ def test_the_full_training_set_passes_the_leakage_check(tmp_path: Path) -> None:
     data = build_training_data(config, tmp_path / "work")  # raises LeakageError on a leak
     assert data.leakage["checked"] and data.leakage["leaks"] == 0
     assert data.duplicates_dropped == 0
-
-
-JFLEG = Path(os.environ.get("JFLEG_DIR", REPO_ROOT.parent / "shared" / "data" / "jfleg"))
 
 
 @pytest.mark.skipif(not (JFLEG / "dev" / "dev.src").is_file(), reason="JFLEG is not here")
