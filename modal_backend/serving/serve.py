@@ -150,10 +150,10 @@ def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
         return load_gguf
     if args.model == "default":
         raise ValueError("the transformers engine needs --model with a model folder")
-    folder = Path(args.model)
+    folder, folder_model_id = Path(args.model), args.model_id
     if args.model == SMOLLM2:
         folder = ensure_smollm2(progress=sys.stderr.isatty())
-        args.model_id = args.model_id or SMOLLM2_MODEL_ID
+        folder_model_id = args.model_id or SMOLLM2_MODEL_ID
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a Hugging Face model folder")
 
@@ -163,7 +163,7 @@ def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
         return TransformersEngine.load(
             folder,
             adapter_path=args.adapter,
-            model_id=args.model_id,
+            model_id=folder_model_id,
             version=version or "unversioned",
             max_concurrency=args.parallel,
         )

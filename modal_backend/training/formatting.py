@@ -65,7 +65,13 @@ def training_messages(example: TrainingExample) -> list[ChatMessage]:
     return build_training_messages(request_for(example), example.target)
 
 
-def tokenize_example(tokenizer: Any, example: TrainingExample) -> TokenizedExample:
+_FROM_TEMPLATE = -1
+"""`end_of_turn` not given: read it from the chat template (a token id is never negative)."""
+
+
+def tokenize_example(
+    tokenizer: Any, example: TrainingExample, *, end_of_turn: int | None = _FROM_TEMPLATE
+) -> TokenizedExample:
     """Input ids of the whole conversation up to its end-of-turn token; labels -100 up to and
     including the assistant header, then the target's tokens and the end-of-turn token."""
     if not getattr(tokenizer, "chat_template", None):
@@ -77,7 +83,8 @@ def tokenize_example(tokenizer: Any, example: TrainingExample) -> TokenizedExamp
             f"{example.id}: the chat template's prompt is not a prefix of the conversation, so "
             "the answer cannot be told from the prompt"
         )
-    end_of_turn = end_of_turn_id(tokenizer)
+    if end_of_turn == _FROM_TEMPLATE:  # read from the template, unless the caller already did
+        end_of_turn = end_of_turn_id(tokenizer)
     if end_of_turn is not None:
         answer = full[len(prompt) :]
         if end_of_turn not in answer:
@@ -101,8 +108,9 @@ def tokenize_all(
     """
     kept: list[TokenizedExample] = []
     too_long: list[str] = []
+    end_of_turn = end_of_turn_id(tokenizer)  # once: it renders the chat template
     for example in examples:
-        tokenized = tokenize_example(tokenizer, example)
+        tokenized = tokenize_example(tokenizer, example, end_of_turn=end_of_turn)
         if len(tokenized.input_ids) > max_length:
             too_long.append(example.id)
         else:

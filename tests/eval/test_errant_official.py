@@ -6,7 +6,6 @@ follows, on small cases that need no data."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,21 +17,8 @@ import pytest
 
 from eval.metrics.errant_f05 import ErrantCounts, errant_scores
 from eval.metrics.nlp import answer_tokens
+from tests.eval.test_harness import JFLEG
 
-JFLEG = next(
-    (
-        path
-        for path in (
-            Path(os.environ.get("JFLEG_DIR", "/nonexistent")),
-            Path(__file__).resolve().parents[3] / "shared" / "data" / "jfleg",
-            Path("/work/shared/data/jfleg"),
-        )
-        if path.is_dir()
-    ),
-    Path("/nonexistent"),
-)
-"""JFLEG is read where it lies (its licence keeps it out of this repository): $JFLEG_DIR, or
-the shared data folder beside the checkout."""
 SENTENCES = 150
 """The first dev sentences scored: enough for every kind of difference the harness once had
 (re-tokenized hyphens and `cannot`, `UNK` edits, edit-less references) to show, in seconds."""
