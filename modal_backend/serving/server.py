@@ -87,7 +87,20 @@ class _Service:
         self.state = "ready"
 
     def served_ids(self) -> tuple[str, ...]:
-        return (self.engine.model_id, *self.aliases) if self.engine else ()
+        if not self.engine:
+            return ()
+        return (*self.engine.models(), *(a for a in self.aliases if a not in self.models()))
+
+    def models(self) -> dict[str, str]:
+        return self.engine.models() if self.engine else {}
+
+    def resolve(self, requested: str | None) -> str:
+        """The engine's model id for a request's `model`: itself, or the default for none or
+        an alias."""
+        assert self.engine is not None
+        if requested and requested in self.models():
+            return requested
+        return self.engine.model_id
 
 
 def create_app(
@@ -156,16 +169,22 @@ def create_app(
     async def health() -> JSONResponse:
         body: dict[str, Any] = {"status": service.state}
         if service.engine:
-            body |= {"model": service.engine.model_id, "version": service.engine.version}
+            models = service.models()
+            body |= {
+                "model": service.engine.model_id,
+                "version": models.get(service.engine.model_id, service.engine.version),
+                "models": models,
+                **service.engine.status(),
+            }
         return JSONResponse(body, status_code=200 if service.state == "ready" else 503)
 
-    def model_card(model_id: str, engine: Engine) -> dict[str, Any]:
+    def model_card(model_id: str) -> dict[str, Any]:
         return {
             "id": model_id,
             "object": "model",
             "created": service.loaded_at,
             "owned_by": "writing-suggestions",
-            "version": engine.version,
+            "version": service.models().get(service.resolve(model_id)),
         }
 
     def not_served(model_id: str) -> ApiError:
@@ -179,17 +198,17 @@ def create_app(
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         authorize(request)
-        engine = ready_engine()
-        data = [model_card(model_id, engine) for model_id in service.served_ids()]
+        ready_engine()
+        data = [model_card(model_id) for model_id in service.served_ids()]
         return JSONResponse({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str, request: Request) -> JSONResponse:
         authorize(request)
-        engine = ready_engine()
+        ready_engine()
         if model_id not in service.served_ids():
             raise not_served(model_id)
-        return JSONResponse(model_card(model_id, engine))
+        return JSONResponse(model_card(model_id))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -206,7 +225,8 @@ def create_app(
         engine = ready_engine()
         if chat.model and chat.model not in service.served_ids():
             raise not_served(chat.model)
-        record.model = engine.model_id
+        served_as = service.resolve(chat.model)
+        record.model = served_as
         if chat.input_chars() > limits.max_input_chars:
             raise _too_large(limits, chat.input_chars())
         params = sampling_params(
@@ -223,7 +243,7 @@ def create_app(
                 code="overloaded",
                 headers={"Retry-After": str(limits.retry_after_s)},
             ) from None
-        generation = _Generation(engine, chat, record, service.slots)
+        generation = _Generation(engine, served_as, chat, record, service.slots)
         try:
             first = await generation.start(params)
         except BaseException:
@@ -267,11 +287,13 @@ class _Generation:
     def __init__(
         self,
         engine: Engine,
+        model: str,
         chat: ChatCompletionRequest,
         record: RequestRecord,
         slots: asyncio.Semaphore,
     ) -> None:
         self.engine = engine
+        self.model = model
         self.chat = chat
         self.record = record
         self.slots = slots
@@ -281,8 +303,8 @@ class _Generation:
     async def start(self, params: Any) -> EngineEvent:
         """The first event, read before the response starts, so that a request the engine
         refuses (a prompt longer than its context) still gets an error status."""
-        self.events = self.engine.stream(self.chat.chat_messages(), params)
         try:
+            self.events = self.engine.stream(self.chat.chat_messages(), params, self.model)
             return await self._next()
         except PromptTooLong as exc:
             raise ApiError(413, str(exc), code="context_length_exceeded") from exc
@@ -311,7 +333,7 @@ class _Generation:
             event = await self._next()
 
     async def sse(self, first: EngineEvent) -> AsyncIterator[bytes]:
-        chunk_id, model = completion_id(), self.engine.model_id
+        chunk_id, model = completion_id(), self.model
         try:
             yield sse_frame(role_chunk(model=model, chunk_id=chunk_id))
             async for event in self._all(first):
@@ -364,7 +386,7 @@ class _Generation:
         return completion_body(
             text,
             finished.finish_reason,
-            model=self.engine.model_id,
+            model=self.model,
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modal_backend.serving.engines.base import Delta, SamplingParams, ThreadedStream
+from modal_backend.serving.engines.base import Delta, SamplingParams, SingleModel, ThreadedStream
 from modal_backend.serving.engines.transformers_engine import TransformersEngine
 from modal_backend.serving.local import serve_in_thread
 from modal_backend.serving.server import ServiceLimits, create_app
@@ -159,7 +159,12 @@ def test_a_request_without_or_with_a_wrong_key_is_refused(service_url: str) -> N
 def test_health_needs_no_key_and_reveals_no_secret(service_url: str) -> None:
     response = httpx.get(f"{service_url}/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "model": "tiny-llama", "version": "test-1"}
+    assert response.json() == {
+        "status": "ready",
+        "model": "tiny-llama",
+        "version": "test-1",
+        "models": {"tiny-llama": "test-1"},
+    }
     models = httpx.get(f"{service_url}/v1/models", headers=auth()).json()
     assert [model["id"] for model in models["data"]] == ["tiny-llama"]
     assert models["data"][0]["version"] == "test-1"
@@ -378,7 +383,7 @@ def _eventually_ok(call: Callable[[], httpx.Response], within_s: float = 10) -> 
     return response.status_code == 200
 
 
-class _BrokenEngine:
+class _BrokenEngine(SingleModel):
     """An engine that fails in a given way: the failure paths of the server, nothing else."""
 
     model_id = "broken"
@@ -388,7 +393,7 @@ class _BrokenEngine:
     def __init__(self, fail: str) -> None:
         self.fail = fail
 
-    def stream(self, messages: object, params: object) -> ThreadedStream:
+    def stream(self, messages: object, params: object, model: object = None) -> ThreadedStream:
         def work(emit: Callable[[object], None], stop: object) -> None:
             emit(Delta("Half an answer"))
             if self.fail == "error":

@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from suggestions.wire import ChatMessage
 
@@ -70,15 +70,41 @@ class Engine(Protocol):
     """What the server needs from an inference engine."""
 
     model_id: str
+    """The model a request gets when it names none (or an alias)."""
     version: str
     max_concurrency: int
     """How many generations the engine runs at once; the server queues the rest."""
 
-    def stream(self, messages: list[Message], params: SamplingParams) -> EngineStream:
-        """Deltas, then exactly one `Finished`. `aclose()` stops generation early."""
+    def models(self) -> dict[str, str]:
+        """Every model id this engine answers as, with its version, the default first. The
+        versions may change while it runs (a promoted adapter is swapped in)."""
+        ...
+
+    def stream(
+        self, messages: list[Message], params: SamplingParams, model: str | None = None
+    ) -> EngineStream:
+        """Deltas, then exactly one `Finished`. `aclose()` stops generation early. `model` is
+        one of `models()`, or None for the default."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What `/health` adds about the engine (adapters, their load errors); may be empty."""
         ...
 
     def close(self) -> None: ...
+
+
+class SingleModel:
+    """The `models` and `status` of an engine that serves one model id."""
+
+    model_id: str
+    version: str
+
+    def models(self) -> dict[str, str]:
+        return {self.model_id: self.version}
+
+    def status(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass

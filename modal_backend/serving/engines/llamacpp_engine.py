@@ -23,6 +23,7 @@ from .base import (
     Message,
     PromptTooLong,
     SamplingParams,
+    SingleModel,
     StopFlag,
     ThreadedStream,
 )
@@ -30,7 +31,7 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(SingleModel):
     """One GGUF model in llama.cpp, with `parallel` slots sharing a context of `context_tokens`
     tokens per slot."""
 
@@ -64,7 +65,9 @@ class LlamaCppEngine:
         self.context_tokens = context_tokens
         self._server: Any = xllamacpp.Server(params)
 
-    def stream(self, messages: list[Message], params: SamplingParams) -> EngineStream:
+    def stream(
+        self, messages: list[Message], params: SamplingParams, model: str | None = None
+    ) -> EngineStream:
         return ThreadedStream(lambda emit, stop: self._generate(messages, params, emit, stop))
 
     def _generate(

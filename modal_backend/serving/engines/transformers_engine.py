@@ -31,6 +31,7 @@ from .base import (
     Message,
     PromptTooLong,
     SamplingParams,
+    SingleModel,
     StopFlag,
     ThreadedStream,
 )
@@ -38,7 +39,7 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 
-class TransformersEngine:
+class TransformersEngine(SingleModel):
     """One loaded model and tokenizer. Build it with `TransformersEngine.load`."""
 
     def __init__(
@@ -105,7 +106,9 @@ class TransformersEngine:
         )
         return encoded["input_ids"].to(self.model.device)
 
-    def stream(self, messages: list[Message], params: SamplingParams) -> EngineStream:
+    def stream(
+        self, messages: list[Message], params: SamplingParams, model: str | None = None
+    ) -> EngineStream:
         return ThreadedStream(lambda emit, stop: self._generate(messages, params, emit, stop))
 
     def _generate(
