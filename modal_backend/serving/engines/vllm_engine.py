@@ -313,6 +313,15 @@ class VLLMEngine:
             skip_special_tokens=True,
         )
 
+    def sleep(self, level: int = 1) -> None:
+        """Free the GPU (level 1: weights to CPU memory, KV cache dropped) before a memory
+        snapshot; needs `VLLMSettings(enable_sleep_mode=True)` on a GPU."""
+        self._call(self._engine.sleep(level), timeout=600)
+
+    def wake_up(self) -> None:
+        """Back on the GPU after `sleep`, e.g. once a container is restored from a snapshot."""
+        self._call(self._engine.wake_up(), timeout=600)
+
     def close(self) -> None:
         engine = getattr(self, "_engine", None)
         if engine is not None:
