@@ -3,6 +3,9 @@
 Each backend runs in its own task, so a slow column never holds a fast one back, and a failing
 one only fails itself. Closing the stream (the stop button, a closed tab) cancels every task,
 which closes each upstream HTTP stream, which stops generation on the model server.
+
+`ModelVersions` asks a backend's server which version of its model it serves, so a blind vote
+can say which version answered.
 """
 
 from __future__ import annotations
@@ -14,13 +17,21 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
+import httpx
+from pydantic import SecretStr
+
+from suggestions.backends import Backend, ChatBackend, chat_completions_url, modal_proxy_headers
 from suggestions.backends.base import TextDelta
+from suggestions.config import Settings
 from suggestions.contract import LlamaRequest, LlamaResponse
 from suggestions.errors import BackendError
 from suggestions.prompts import estimate_tokens
 from suggestions.service import SuggestionService
+
+from .votes import UNKNOWN_VERSION, UNVERSIONED
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +55,7 @@ class Column:
     error: str | None = None
     ttft_ms: float | None = None
     elapsed_ms: float = 0.0
+    version: str | None = None  # the model's version, once looked up (the blind tab does)
 
     @property
     def finished(self) -> bool:
@@ -173,3 +185,91 @@ async def _run_one(
     except Exception:  # a bug in one column must not take the others down
         logger.exception("compare: backend %s failed unexpectedly", backend)
         events.put_nowait(_Event(index, error="This backend failed unexpectedly."))
+
+
+# --- which version answered -----------------------------------------------------------------
+
+VERSION_TIMEOUT_S = 5.0
+_KEY_SETTINGS = {"custom": ("modal_llama_url", "modal_api_key")}
+"""Where a slot's URL and key are in the settings; the other slots' are `<slot>_url` and
+`<slot>_api_key` (baseline_url, baseline_api_key)."""
+
+
+class ModelVersions:
+    """Each model's version, from `GET /v1/models/{id}` on the backend's own server.
+
+    Never cached: a promotion swaps the served adapter without a restart, and a cached version
+    would credit the new one's votes to the old. The key is the one the settings give the slot,
+    sent only when the backend talks to that slot's configured URL. A backend that is not a chat
+    server (the mock) or a server that names no version gives `UNVERSIONED`; a failed lookup
+    gives `UNKNOWN_VERSION` (logged), never an error.
+    """
+
+    def __init__(self, settings: Settings, *, timeout_s: float = VERSION_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+
+    async def version(self, backend: Backend, model_id: str | None = None) -> str:
+        """The version the backend's server serves `model_id` (the backend's own by default)."""
+        if not isinstance(backend, ChatBackend):
+            return UNVERSIONED
+        model = model_id or backend.model_id
+        url = backend.url.removesuffix("/chat/completions") + "/models/" + quote(model, safe="/")
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                response = await client.get(url, headers=self._headers(backend))
+            response.raise_for_status()
+            return _version_of(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("version of %s on %s unknown: %s", model, backend.name, _short(exc))
+            return UNKNOWN_VERSION
+
+    async def of(
+        self, service: SuggestionService, names: Sequence[str], models: Sequence[str] = ()
+    ) -> tuple[str, ...]:
+        """The versions of several backends at once (`models`: the ids that answered, if known)."""
+        ids: list[str | None] = list(models) or [None] * len(names)
+        lookups = (self.version(service.backend(n), m) for n, m in zip(names, ids, strict=True))
+        return tuple(await asyncio.gather(*lookups))
+
+    def _headers(self, backend: ChatBackend) -> dict[str, str]:
+        url_field, key_field = _KEY_SETTINGS.get(
+            backend.name, (f"{backend.name}_url", f"{backend.name}_api_key")
+        )
+        configured = getattr(self.settings, url_field, None)
+        if not isinstance(configured, str) or chat_completions_url(configured) != backend.url:
+            return {}  # not the configured server: its key is not this server's to see
+        headers: dict[str, str] = {}
+        if (urlsplit(backend.url).hostname or "").endswith(".modal.run"):
+            headers |= modal_proxy_headers(self.settings) or {}
+        key = getattr(self.settings, key_field, None)
+        if isinstance(key, SecretStr) and key.get_secret_value().strip():
+            headers["Authorization"] = f"Bearer {key.get_secret_value().strip()}"
+        return headers
+
+
+def settled(
+    columns: Sequence[Column], before: Sequence[str], after: Sequence[str]
+) -> tuple[Column, ...]:
+    """Each column with the version its model had before and after answering; a promotion in
+    between leaves the answer's version unknown."""
+    return tuple(
+        replace(column, version=first if first == last else UNKNOWN_VERSION)
+        for column, first, last in zip(columns, before, after, strict=True)
+    )
+
+
+def _version_of(card: Any) -> str:
+    if not isinstance(card, dict):
+        raise ValueError("the model card is not a JSON object")
+    version = card.get("version")
+    if version is None or (isinstance(version, str) and not version.strip()):
+        return UNVERSIONED
+    if not isinstance(version, str):
+        raise ValueError(f"the model card's version is {version!r}, not text")
+    return version.strip()
+
+
+def _short(exc: Exception) -> str:
+    """The error's first line, for the log: httpx's status errors add a help link after it."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"

@@ -11,7 +11,9 @@ Scoring of one game (one vote) from a system's side: a win is 1, a loss 0, and a
   prior, `prior` virtual ties against a fixed reference player, keeps undefeated and winless
   systems finite. Its interval comes from a seeded bootstrap over votes.
 
-A vote whose two sides are the same system says nothing about either, so it is left out.
+A system is a slot, a model id and its version (`system_name`): two models on one engine, two
+versions of one model after a promotion, or one model behind two prompts (the slots) are told
+apart. A vote whose two sides are the same system says nothing about either, so it is left out.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .votes import Side, Vote
 COLUMNS = (
     "system",
     "label",
+    "model_id",
+    "version",
     "games",
     "wins",
     "losses",
@@ -55,8 +59,9 @@ Array = npt.NDArray[np.float64]
 
 
 def system_name(side: Side) -> str:
-    """Slot and model together: locally custom and baseline share a model and differ by prompt."""
-    return f"{side.backend}: {side.model_id}"
+    """Slot, model id and version, e.g. `custom: writing-llama @ run-7`: the slot stays because
+    one model behind two slots is two systems (each slot has its own prompt)."""
+    return f"{side.backend}: {side.model_id} @ {side.version}"
 
 
 def wilson_interval(rate: float, n: int, z: float) -> tuple[float, float]:
@@ -104,7 +109,8 @@ def leaderboard(
             continue
         score = _SCORES[vote.verdict]
         for name, side in ((first, vote.a), (second, vote.b)):
-            records.setdefault(name, _Record(len(records))).label = side.label  # latest wins
+            record = records.setdefault(name, _Record(len(records), side.model_id, side.version))
+            record.label = side.label  # latest wins
         records[first].add(vote.verdict, mine="a")
         records[second].add(vote.verdict, mine="b")
         pairs.append((records[first].index, records[second].index, score))
@@ -130,6 +136,8 @@ def leaderboard(
             {
                 "system": name,
                 "label": record.label,
+                "model_id": record.model_id,
+                "version": record.version,
                 "games": games,
                 "wins": record.wins,
                 "losses": record.losses,
@@ -158,7 +166,8 @@ def export_csv(table: pd.DataFrame, path: Path | str) -> Path:
 
 
 def _empty_table() -> pd.DataFrame:
-    text, count = ("system", "label"), ("games", "wins", "losses", "ties", "both_bad")
+    text = ("system", "label", "model_id", "version")
+    count = ("games", "wins", "losses", "ties", "both_bad")
     return pd.DataFrame(
         {
             column: pd.Series(
@@ -172,6 +181,8 @@ def _empty_table() -> pd.DataFrame:
 @dataclass
 class _Record:
     index: int
+    model_id: str
+    version: str
     label: str = ""
     wins: int = 0
     losses: int = 0

@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from suggestions.contract import LlamaRequest, describe_validation_error, parse_request
 
 from . import dashboard, leaderboard
-from .compare import Column, stream_columns
+from .compare import Column, ModelVersions, settled, stream_columns
 from .render import column_html, placeholder_html
 from .runtime import Runtime
-from .votes import MAX_COMMENT_CHARS, Side, Verdict, Vote, VoteError
+from .votes import MAX_COMMENT_CHARS, UNKNOWN_VERSION, Side, Verdict, Vote, VoteError
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ def _blind_tab(runtime: Runtime) -> None:
     current = gr.State(None)
     _examples(runtime, text, kind)
     service = runtime.service
+    versions = ModelVersions(runtime.config.settings)
     voted_rounds: set[str] = set()  # shared by every session: a round id is drawn only once
 
     async def draw(text: str, kind: str) -> AsyncGenerator[tuple[Any, ...], None]:
@@ -193,9 +194,16 @@ def _blind_tab(runtime: Runtime) -> None:
         waiting = placeholder_html("…", "Waiting for both answers.")
         yield ("Both answers are being written…", waiting, waiting, None, *locked)
         final: tuple[Column, ...] = ()
-        async with aclosing(stream_columns(service, order, request, use_cache=False)) as stream:
-            async for columns in stream:
-                final = columns
+        # The versions are asked before and after the answers, so a promotion between is seen.
+        before = asyncio.ensure_future(versions.of(service, order))
+        try:
+            async with aclosing(stream_columns(service, order, request, use_cache=False)) as stream:
+                async for columns in stream:
+                    final = columns
+            after = await versions.of(service, order, [column.model_id for column in final])
+            final = settled(final, await before, after)
+        finally:
+            before.cancel()
         round_ = BlindRound(request, (order[0], order[1]), (final[0], final[1]), uuid4().hex)
         failed = [c for c in final if c.status == "failed"]
         # A pair where a backend failed says nothing about quality; it is not put to a vote.
@@ -247,9 +255,10 @@ def _blind_tab(runtime: Runtime) -> None:
                 voted_rounds.discard(round_.round_id)
                 raise gr.Error(str(exc)) from None
             source = round_.request.text
+            a, b = round_.columns
             reveal = (
-                f"Vote saved (#{vote_id}). **A** was {round_.columns[0].label}; "
-                f"**B** was {round_.columns[1].label}."
+                f"Vote saved (#{vote_id}). **A** was {a.label} (`{a.model_id} @ {a.version}`); "
+                f"**B** was {b.label} (`{b.model_id} @ {b.version}`)."
             )
             return (
                 reveal,
@@ -282,6 +291,7 @@ def _side(column: Column) -> Side:
         latency_ms=response.latency_ms if response is not None else column.elapsed_ms,
         ttft_ms=column.ttft_ms,
         error=column.error,
+        version=column.version or UNKNOWN_VERSION,
     )
 
 
@@ -357,3 +367,51 @@ def _dashboard_tab(runtime: Runtime, tab: gr.Tab) -> None:
     outputs = [note, scores, scores_plot, latency, latency_plot]
     refresh.click(load, outputs=outputs, api_name="dashboard")
     tab.select(load, outputs=outputs, api_visibility="private")
+    _base_vs_run(root, refresh, tab)
+
+
+def _base_vs_run(root: Path, refresh: gr.Button, tab: gr.Tab) -> None:
+    """Two runs side by side with the paired bootstrap, the newest base/tuned pair first."""
+    gr.Markdown(
+        "### Base vs run\nRun B against run A, paired by example: the delta of the means, "
+        "its 95% bootstrap interval, and a verdict where the interval leaves out 0. "
+        f"By default the newest `<prefix>{dashboard.BASE_SUFFIX}` (A) and "
+        f"`<prefix>{dashboard.TUNED_SUFFIX}` (B) under `{root}`."
+    )
+    with gr.Row():
+        run_a = gr.Dropdown(label="Run A", elem_id="dashboard-run-a")
+        run_b = gr.Dropdown(label="Run B", elem_id="dashboard-run-b")
+    note = gr.Markdown(elem_id="dashboard-comparison-note")
+    table = gr.Dataframe(label="Run B against run A", interactive=False)
+
+    def compare(first: str | None, second: str | None) -> tuple[str, pd.DataFrame]:
+        """Synchronous: Gradio runs it in a worker thread, off the streaming loop."""
+        if not first or not second:
+            return "Pick two runs to compare.", pd.DataFrame(columns=dashboard.COMPARISON_COLUMNS)
+        try:
+            result = dashboard.comparison_table(first, second)
+            notes = dashboard.comparison_notes(first, second, result)
+        except dashboard.DashboardError as exc:
+            return f"Cannot compare: {exc}", pd.DataFrame(columns=dashboard.COMPARISON_COLUMNS)
+        heading = f"**A**: {Path(first).name}, **B**: {Path(second).name}."
+        return " ".join([heading, *notes]), result.round(4)
+
+    def load(first: str | None, second: str | None) -> tuple[Any, ...]:
+        runs = [str(run) for run in dashboard.list_runs(root)]
+        if first not in runs or second not in runs:  # keep the reviewer's pick while it exists
+            pairs = dashboard.find_pairs(root)
+            first, second = (str(pairs[0].base), str(pairs[0].tuned)) if pairs else (None, None)
+        choices = [(Path(run).name, run) for run in runs]
+        return (
+            gr.update(choices=choices, value=first),
+            gr.update(choices=choices, value=second),
+            *compare(first, second),
+        )
+
+    outputs = [run_a, run_b, note, table]
+    refresh.click(load, inputs=[run_a, run_b], outputs=outputs, api_name="base_vs_run")
+    tab.select(load, inputs=[run_a, run_b], outputs=outputs, api_visibility="private")
+    for choice in (run_a, run_b):
+        choice.input(
+            compare, inputs=[run_a, run_b], outputs=[note, table], api_visibility="private"
+        )

@@ -24,14 +24,22 @@ Verdict = Literal["a", "b", "tie", "both_bad"]
 VERDICTS: tuple[Verdict, ...] = ("a", "b", "tie", "both_bad")
 MAX_COMMENT_CHARS = 2000
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 10.0
+
+UNVERSIONED = "unversioned"
+"""The version of a model whose server names none (the mock, a server without versions)."""
+UNKNOWN_VERSION = "unknown"
+"""The version could not be learned (the lookup failed), or changed while the answer was made."""
+UNRECORDED = "unrecorded"
+"""The version of a vote recorded before votes kept one (schema 1): not known, so not merged."""
 
 
 def _side_columns(slot: str) -> tuple[str, ...]:
     return (
         f"backend_{slot}",
         f"model_{slot}",
+        f"version_{slot}",
         f"label_{slot}",
         f"output_{slot}",
         f"latency_{slot}_ms",
@@ -54,7 +62,7 @@ CSV_COLUMNS = (
     "comment",
 )
 
-_SCHEMA = (
+_SCHEMA_V1 = (
     f"""
 CREATE TABLE votes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,6 +91,13 @@ CREATE TABLE votes (
 )""",
     "CREATE INDEX votes_created_at ON votes (created_at)",
 )
+# Schema 2: which version of each side's model answered. Older rows did not say.
+_SCHEMA_V2 = tuple(
+    f"ALTER TABLE votes ADD COLUMN version_{slot} TEXT NOT NULL DEFAULT '{UNRECORDED}'"
+    for slot in ("a", "b")
+)
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+"""The statements that bring a file from the version before each key to that key."""
 
 
 @dataclass(frozen=True)
@@ -90,12 +105,13 @@ class Side:
     """One of the two answers a reviewer compared, with what produced it."""
 
     backend: str  # slot name: custom, baseline, mock...
-    model_id: str
+    model_id: str  # the model that answered, as its server named it
     label: str  # what it really is, e.g. "local stand-in: Qwen2.5-Coder-1.5B"
     output: str  # the revised text shown to the reviewer ("" if it failed)
     latency_ms: float | None
     ttft_ms: float | None
     error: str | None = None  # the user-facing message if this side failed
+    version: str = UNVERSIONED  # which version of the model answered (a run id, say)
 
 
 @dataclass(frozen=True)
@@ -184,7 +200,8 @@ class VoteStore:
             connection.execute("COMMIT")
 
     def _migrate(self) -> None:
-        """Bring the file to SCHEMA_VERSION; later schema changes add a step here."""
+        """Bring the file to SCHEMA_VERSION, one step at a time, in one transaction; a later
+        schema change adds a step to `_MIGRATIONS`."""
         try:
             with self._connect() as connection:
                 connection.execute("PRAGMA journal_mode = WAL")
@@ -195,9 +212,10 @@ class VoteStore:
                         f"{self.path} holds votes in schema version {version}; this version of "
                         f"the app reads up to {SCHEMA_VERSION}. Upgrade the app to open it"
                     )
-                if version == 0:
-                    for statement in _SCHEMA:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
                         connection.execute(statement)
+                if version < SCHEMA_VERSION:
                     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             raise VoteError(f"{self.path} is not a usable vote database: {error}") from error
@@ -224,7 +242,7 @@ def _vote_row(vote: Vote) -> dict[str, Any]:
         "manuscript_id": vote.request.manuscript_id,
     }
     for slot, side in (("a", vote.a), ("b", vote.b)):
-        for name in ("backend", "model_id"):
+        for name in ("backend", "model_id", "version"):
             if not getattr(side, name).strip():
                 raise VoteError(f"side {slot.upper()} has an empty {name}")
         for name in ("latency_ms", "ttft_ms"):
@@ -234,6 +252,7 @@ def _vote_row(vote: Vote) -> dict[str, Any]:
         row |= {
             f"backend_{slot}": side.backend,
             f"model_{slot}": side.model_id,
+            f"version_{slot}": side.version,
             f"label_{slot}": side.label,
             f"output_{slot}": side.output,
             f"latency_{slot}_ms": side.latency_ms,
@@ -267,6 +286,7 @@ def _row_vote(row: sqlite3.Row) -> Vote:
             latency_ms=row[f"latency_{slot}_ms"],
             ttft_ms=row[f"ttft_{slot}_ms"],
             error=row[f"error_{slot}"],
+            version=row[f"version_{slot}"],
         )
 
     return Vote(

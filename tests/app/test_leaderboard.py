@@ -1,5 +1,6 @@
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -14,7 +15,7 @@ from app.leaderboard import (
     system_name,
     wilson_interval,
 )
-from app.votes import Side, Verdict, Vote, VoteStore
+from app.votes import UNRECORDED, UNVERSIONED, Side, Verdict, Vote, VoteStore
 from suggestions import LlamaRequest
 
 REQUEST = LlamaRequest(text="She go to school yesterday.", type="grammar")
@@ -32,8 +33,12 @@ def _votes(first: str, second: str, verdicts: list[str]) -> list[Vote]:
     ]
 
 
+def _name(backend: str) -> str:
+    return f"{backend}: m @ {UNVERSIONED}"
+
+
 def _row(table: pd.DataFrame, backend: str) -> pd.Series:
-    rows = table[table["system"] == f"{backend}: m"]
+    rows = table[table["system"] == _name(backend)]
     assert len(rows) == 1
     return rows.iloc[0]
 
@@ -51,10 +56,51 @@ def _simulated(first: str, second: str, p_first: float, n: int, seed: int) -> li
     return votes
 
 
-def test_system_name_keeps_the_slot() -> None:
+def test_system_name_keeps_the_slot_the_model_and_its_version() -> None:
     custom, baseline = _side("custom", "qwen"), _side("baseline", "qwen")
-    assert system_name(custom) == "custom: qwen"
-    assert system_name(custom) != system_name(baseline)
+    assert system_name(custom) == f"custom: qwen @ {UNVERSIONED}"
+    assert system_name(custom) != system_name(baseline)  # one model, two prompts
+    promoted = replace(_side("custom", "writing-llama"), version="run-8")
+    assert system_name(promoted) == "custom: writing-llama @ run-8"
+    assert system_name(promoted) != system_name(replace(promoted, version="run-7"))
+
+
+def _versioned(model_id: str, version: str, backend: str = "custom") -> Side:
+    return replace(_side(backend, model_id), version=version, label=f"{model_id} {version}")
+
+
+def test_two_models_on_one_engine_and_two_versions_are_told_apart() -> None:
+    """After a promotion, run-8 and run-7 of writing-llama are two rows, and their games
+    against each other count; the stock base is a third, named by its own model id."""
+    base = _versioned("smollm2-135m-instruct", "stock", backend="baseline")
+    old, new = _versioned("writing-llama", "run-7"), _versioned("writing-llama", "run-8")
+    votes = [Vote("s", REQUEST, old, base, "a") for _ in range(6)]
+    votes += [Vote("s", REQUEST, new, old, "a") for _ in range(4)]
+    votes += [Vote("s", REQUEST, base, new, "b") for _ in range(3)]
+    table = leaderboard(votes).set_index("system")
+
+    assert list(table.index) == [
+        "custom: writing-llama @ run-8",
+        "custom: writing-llama @ run-7",
+        "baseline: smollm2-135m-instruct @ stock",
+    ]
+    assert table["games"].tolist() == [7, 10, 9]
+    assert table["model_id"].tolist() == ["writing-llama", "writing-llama", base.model_id]
+    assert table["version"].tolist() == ["run-8", "run-7", "stock"]
+    assert table.loc["custom: writing-llama @ run-7", "label"] == "writing-llama run-7"
+
+
+def test_votes_from_before_versions_were_kept_stay_apart_from_newer_ones(tmp_path: Path) -> None:
+    """An old vote's version is not known, so it is not credited to the version now served."""
+    old = Vote("s", REQUEST, _versioned("writing-llama", UNRECORDED), _side("mock"), "a")
+    new = Vote("s", REQUEST, _versioned("writing-llama", "run-8"), _side("mock"), "b")
+    store = VoteStore(tmp_path / "votes.db")
+    for vote in (old, new):
+        store.record(vote)
+    table = leaderboard(store.votes()).set_index("system")
+    assert table.loc[f"custom: writing-llama @ {UNRECORDED}", "wins"] == 1
+    assert table.loc["custom: writing-llama @ run-8", "losses"] == 1
+    assert table.loc[_name("mock"), "games"] == 2
 
 
 def test_wilson_interval_matches_the_textbook_value() -> None:
@@ -71,7 +117,7 @@ def test_an_80_percent_winner_leads_with_intervals_around_the_truth() -> None:
     table = leaderboard(votes)
 
     assert list(table.columns) == list(COLUMNS)
-    assert list(table["system"]) == ["custom: m", "baseline: m"]
+    assert list(table["system"]) == [_name("custom"), _name("baseline")]
     custom, baseline = _row(table, "custom"), _row(table, "baseline")
     assert custom["games"] == baseline["games"] == 300
     assert custom["wins"] == baseline["losses"] and custom["losses"] == baseline["wins"]
@@ -154,7 +200,7 @@ def test_a_transitive_order_of_three_is_recovered() -> None:
         + _simulated("custom", "mock", 0.9, 150, seed=3)
     )
     table = leaderboard(votes)
-    assert list(table["system"]) == ["custom: m", "baseline: m", "mock: m"]
+    assert list(table["system"]) == [_name("custom"), _name("baseline"), _name("mock")]
     assert table["rating"].mean() == pytest.approx(1000.0)
     assert table["games"].tolist() == [300, 300, 300]
 
@@ -165,8 +211,8 @@ def test_the_order_is_recovered_from_games_a_system_never_played() -> None:
         "baseline", "mock", 0.8, 100, seed=5
     )
     ratings = leaderboard(votes).set_index("system")["rating"]
-    assert ratings["custom: m"] > ratings["baseline: m"] > ratings["mock: m"]
-    assert ratings["custom: m"] - ratings["mock: m"] > ELO_80  # further apart than each step
+    assert ratings[_name("custom")] > ratings[_name("baseline")] > ratings[_name("mock")]
+    assert ratings[_name("custom")] - ratings[_name("mock")] > ELO_80  # further than each step
 
 
 def test_intervals_narrow_with_more_votes() -> None:

@@ -13,6 +13,8 @@ from app.votes import (
     CSV_COLUMNS,
     MAX_COMMENT_CHARS,
     SCHEMA_VERSION,
+    UNRECORDED,
+    UNVERSIONED,
     Side,
     Vote,
     VoteError,
@@ -28,6 +30,7 @@ CUSTOM = Side(
     output="She went to school yesterday and bought some books.",
     latency_ms=812.5,
     ttft_ms=240.0,
+    version="run-20261201",
 )
 BASELINE = Side(
     backend="baseline",
@@ -89,7 +92,7 @@ def test_a_file_from_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     VoteStore(path)
     with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(VoteError, match=r"schema version 2.*Upgrade the app"):
+    with pytest.raises(VoteError, match=rf"schema version {SCHEMA_VERSION + 1}.*Upgrade the app"):
         VoteStore(path)
 
 
@@ -108,6 +111,7 @@ def test_a_file_that_is_not_a_database_is_refused_clearly(tmp_path: Path) -> Non
         ({"session_id": "  "}, "session_id is empty"),
         ({"a": replace(CUSTOM, backend="")}, "side A has an empty backend"),
         ({"b": replace(CUSTOM, model_id=" ")}, "side B has an empty model_id"),
+        ({"a": replace(CUSTOM, version="")}, "side A has an empty version"),
         ({"a": replace(CUSTOM, latency_ms=-1.0)}, "side A latency_ms is -1.0"),
         ({"b": replace(CUSTOM, ttft_ms=float("nan"))}, "side B ttft_ms is nan"),
         ({"created_at": datetime(2026, 1, 1)}, "created_at has no time zone"),
@@ -204,6 +208,7 @@ def test_csv_export_has_one_flat_row_per_vote(
         CUSTOM.model_id,
         CUSTOM.label,
     )
+    assert (first["version_a"], first["version_b"]) == ("run-20261201", UNVERSIONED)
     assert float(first["latency_a_ms"]) == 812.5 and float(first["ttft_a_ms"]) == 240.0
     assert first["latency_b_ms"] == "" and first["error_b"] == BASELINE.error
     assert first["output_a"] == CUSTOM.output and first["output_b"] == ""
@@ -232,3 +237,101 @@ def test_csv_export_defuses_spreadsheet_formulas(
     with store.export_csv(tmp_path / "votes.csv").open(newline="") as handle:
         row = next(csv.DictReader(handle))
     assert row["comment"] == '\'=HYPERLINK("http://x")'
+
+
+# The schema-1 table exactly as the app created it before votes kept each side's version.
+SCHEMA_1 = """
+CREATE TABLE votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    suggestion_type TEXT NOT NULL,
+    text TEXT NOT NULL,
+    manuscript_id TEXT,
+    backend_a TEXT NOT NULL,
+    model_a TEXT NOT NULL,
+    label_a TEXT NOT NULL,
+    output_a TEXT NOT NULL,
+    latency_a_ms REAL,
+    ttft_a_ms REAL,
+    error_a TEXT,
+    backend_b TEXT NOT NULL,
+    model_b TEXT NOT NULL,
+    label_b TEXT NOT NULL,
+    output_b TEXT NOT NULL,
+    latency_b_ms REAL,
+    ttft_b_ms REAL,
+    error_b TEXT,
+    verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'both_bad')),
+    comment TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX votes_created_at ON votes (created_at);
+PRAGMA user_version = 1;
+"""
+
+
+def _schema_1_file(path: Path, request: LlamaRequest) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.executescript(SCHEMA_1)
+        db.execute(
+            "INSERT INTO votes (created_at, session_id, request_json, suggestion_type, text, "
+            "backend_a, model_a, label_a, output_a, latency_a_ms, ttft_a_ms, backend_b, model_b, "
+            "label_b, output_b, verdict) VALUES (?, 's-old', ?, ?, ?, 'custom', 'writing-llama', "
+            "'ours', 'She went.', 900.0, 200.0, 'baseline', 'smollm2-135m-instruct', 'stock', "
+            "'She goes.', 'a')",
+            (
+                "2026-11-01T09:00:00.000000+00:00",
+                request.model_dump_json(),
+                request.type,
+                request.text,
+            ),
+        )
+        db.commit()
+
+
+def test_a_schema_1_file_is_migrated_and_its_votes_read_as_unrecorded(
+    tmp_path: Path, grammar_request: LlamaRequest
+) -> None:
+    """A vote file from before versions were kept still opens: its votes say they were not
+    recorded (not 'unversioned', which would merge them with a model that has no version)."""
+    path = tmp_path / "votes.db"
+    _schema_1_file(path, grammar_request)
+
+    store = VoteStore(path)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    (old,) = store.votes()
+    assert (old.a.model_id, old.a.version) == ("writing-llama", UNRECORDED)
+    assert (old.b.model_id, old.b.version) == ("smollm2-135m-instruct", UNRECORDED)
+    assert (old.session_id, old.verdict, old.a.latency_ms) == ("s-old", "a", 900.0)
+
+    store.record(_vote(grammar_request))
+    VoteStore(path)  # opening the migrated file again changes nothing
+    votes = VoteStore(path).votes()
+    assert [vote.a.version for vote in votes] == [UNRECORDED, "run-20261201"]
+    assert [vote.b.version for vote in votes] == [UNRECORDED, UNVERSIONED]
+    with store.export_csv(tmp_path / "votes.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["version_a"] for row in rows] == [UNRECORDED, "run-20261201"]
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(
+    tmp_path: Path, grammar_request: LlamaRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steps run in one transaction: a file is never left half-migrated."""
+    from app import votes
+
+    path = tmp_path / "votes.db"
+    _schema_1_file(path, grammar_request)
+    broken = (*votes._MIGRATIONS[2], "ALTER TABLE no_such_table ADD COLUMN x TEXT")
+    monkeypatch.setitem(votes._MIGRATIONS, 2, broken)
+    with pytest.raises(VoteError, match="not a usable vote database"):
+        VoteStore(path)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        columns = [row[1] for row in db.execute("PRAGMA table_info(votes)")]
+    assert "version_a" not in columns
+    monkeypatch.undo()
+    assert VoteStore(path).votes()[0].a.version == UNRECORDED
