@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-local
 
-.PHONY: demo cli-demo serve browser test lint bench clean
+.PHONY: demo cli-demo serve finetune browser test lint bench clean
+
+# vLLM's CPU build pulls PyPI's torchvision/torchaudio/torchcodec (CUDA builds) that break
+# `import transformers` beside the CPU torch; nothing here uses them, so they go right away.
+DROP_TORCH_EXTRAS = $(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -14,16 +18,20 @@ $(VENV)/.created:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@touch $@
 
-# The demo needs the package, llama.cpp and Gradio; the tests add torch, transformers and tools.
+# The demo needs the package, llama.cpp, vLLM (our fine-tuned run and its base) and Gradio; the
+# tests add the eval harness, Modal and tools.
 $(DEMO_STAMP): pyproject.toml $(VENV)/.created
-	$(BIN)/python -m pip install --quiet -e '.[local,app]'
+	$(BIN)/python -m pip install --quiet -e '.[local,app,vllm]'
+	$(DROP_TORCH_EXTRAS)
 	@touch $@
 
 $(STAMP): pyproject.toml $(VENV)/.created
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(DROP_TORCH_EXTRAS)
 	@touch $@ $(DEMO_STAMP)
 
-# The reviewer app on http://127.0.0.1:7860, with the local default model served for it.
+# The reviewer app on http://127.0.0.1:7860: our fine-tuned run, its stock base and the Qwen
+# stand-in, served locally for it.
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m app
 
@@ -34,6 +42,12 @@ cli-demo: $(DEMO_STAMP)
 # The model service on the local default, in the foreground (needs MODAL_API_KEY).
 serve: $(DEMO_STAMP)
 	$(BIN)/python -m modal_backend.serving.serve --model default --alias writing-llama
+
+# Our own model on this CPU: train the LoRA (about 30 min on 2 cores), check it, score base and
+# run on our eval set and JFLEG dev, compare, promote into artifacts/weights, and export the
+# adapter into models/writing-smollm2-lora/.
+finetune: $(STAMP)
+	$(BIN)/python -m modal_backend.training laptop --weights artifacts/weights
 
 # Debian's chromium, for the browser test.
 browser:

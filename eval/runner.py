@@ -58,6 +58,7 @@ setup, and asking again would give the same answer."""
 MODEL_URLS = {
     "custom": ("MODAL_LLAMA_URL", "modal_llama_url"),
     "baseline": ("BASELINE_URL", "baseline_url"),
+    "standin": ("STANDIN_URL", "standin_url"),
 }
 """The variable (and its `Settings` field) that points each model slot at its model; the mock
 needs none."""

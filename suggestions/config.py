@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         validation_alias="BASELINE_MODEL",
     )
 
+    # Another model shown for scale beside ours (locally: the Qwen2.5-Coder-1.5B stand-in, with
+    # our task prompt).
+    standin_url: str | None = Field(default=None, validation_alias="STANDIN_URL")
+    standin_api_key: SecretStr | None = Field(default=None, validation_alias="STANDIN_API_KEY")
+    standin_model: str = Field(
+        default="qwen2.5-coder-1.5b-instruct", validation_alias="STANDIN_MODEL"
+    )
+
     connect_timeout_s: float = Field(
         default=5.0, gt=0, validation_alias="SUGGESTIONS_CONNECT_TIMEOUT_S"
     )

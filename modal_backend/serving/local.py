@@ -31,7 +31,9 @@ class ServedModel:
 
 
 def slot_variables(
-    custom: ServedModel | None = None, baseline: ServedModel | None = None
+    custom: ServedModel | None = None,
+    baseline: ServedModel | None = None,
+    standin: ServedModel | None = None,
 ) -> dict[str, str]:
     """The `suggestions` variables that point the custom and baseline slots at model services:
     as environment for a child process or a container, or for `Settings.with_variables`."""
@@ -47,6 +49,12 @@ def slot_variables(
             "BASELINE_URL": baseline.url,
             "BASELINE_API_KEY": baseline.api_key,
             "BASELINE_MODEL": baseline.model,
+        }
+    if standin is not None:
+        variables |= {
+            "STANDIN_URL": standin.url,
+            "STANDIN_API_KEY": standin.api_key,
+            "STANDIN_MODEL": standin.model,
         }
     return variables
 
@@ -115,6 +123,11 @@ class LocalModelServer:
 
     def start(self, timeout_s: float = 600) -> dict[str, Any]:
         """Start and wait until the model is loaded; returns the `/health` body."""
+        self.launch()
+        return self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the child and return at once (start several, then `wait_ready` on each)."""
         env = {**os.environ, "MODAL_API_KEY": self.api_key}
         if self.log_path:
             with self.log_path.open("ab") as log:  # the child keeps its own copy
@@ -129,6 +142,11 @@ class LocalModelServer:
                 stderr=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
+
+    def wait_ready(self, timeout_s: float = 600) -> dict[str, Any]:
+        """Wait until `/health` says ready; returns its body. Raises if the child exits or
+        reports a failed load, or after `timeout_s`."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     _data_options(data)
     data.add_argument("--coedit-per-type", type=int, default=None)
     data.set_defaults(handler=_data)
+
+    from .laptop import add_parser
+
+    add_parser(commands)
     return parser
 
 
@@ -195,7 +199,7 @@ def _evaluate(options: argparse.Namespace) -> int:
     from .config import resolve_path
     from .evaluation import EvalFolderMismatch, evaluate_run
     from .gate import covered_eval_sha256
-    from .manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_TRAINING, finish
+    from .manifest import STATUS_COMPLETE, STATUS_TRAINING
 
     registry = Registry(options.weights)
     try:
@@ -227,18 +231,7 @@ def _evaluate(options: argparse.Namespace) -> int:
     except (EvalFolderMismatch, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    manifest["scored"] = True
-    checks = manifest.get("checks")
-    checks_passed = isinstance(checks, dict) and checks.get("passed") is True
-    if manifest.get("status") == STATUS_FAILED and checks_passed:
-        # The checks passed, so the scoring was what failed; it has now succeeded.
-        manifest["recovered"] = {"from_error": manifest.get("error"), "by": "evaluate"}
-        finish(manifest)
-        if not manifest.get("config", {}).get("keep_checkpoints"):
-            from .trainer import remove_checkpoints
-
-            remove_checkpoints(run.path)
-    registry.write_manifest(run.run_id, manifest)
+    apply_eval(registry, run.run_id, manifest)
     print(json.dumps(manifest["eval"], indent=2))
     if manifest.get("status") != STATUS_COMPLETE:
         print(f"note: run {run.run_id} stays {manifest.get('status')!r}", file=sys.stderr)
@@ -251,6 +244,25 @@ def _evaluate(options: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def apply_eval(registry: Any, run_id: str, manifest: dict[str, Any]) -> None:
+    """Record a new `eval` entry in the run's manifest; a run whose checks passed but whose
+    scoring had failed is complete once it is scored."""
+    from .manifest import STATUS_FAILED, finish
+
+    manifest["scored"] = True
+    checks = manifest.get("checks")
+    checks_passed = isinstance(checks, dict) and checks.get("passed") is True
+    if manifest.get("status") == STATUS_FAILED and checks_passed:
+        # The checks passed, so the scoring was what failed; it has now succeeded.
+        manifest["recovered"] = {"from_error": manifest.get("error"), "by": "evaluate"}
+        finish(manifest)
+        if not manifest.get("config", {}).get("keep_checkpoints"):
+            from .trainer import remove_checkpoints
+
+            remove_checkpoints(registry.run_dir(run_id))
+    registry.write_manifest(run_id, manifest)
 
 
 def _data(options: argparse.Namespace) -> int:

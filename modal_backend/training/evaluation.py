@@ -83,13 +83,44 @@ def evaluate_run(
     settings raises EvalFolderMismatch unless `fresh` (see `prepare_eval_folder`).
     """
     from modal_backend.serving.engines.transformers_engine import TransformersEngine
+    from modal_backend.serving.local import ServedModel, serve_in_thread
+    from modal_backend.serving.server import create_app
 
     replaced = prepare_eval_folder(run_dir, dataset=dataset, limit=limit, fresh=fresh)
     engine = TransformersEngine.load(run_dir / "merged", model_id=model_id, version=version)
+    key = secrets.token_urlsafe(24)  # this process's own server: a fresh key, never shown
     try:
-        out = asyncio.run(_run(engine, run_dir / EVAL_DIR, dataset, model_id, version, limit))
+        with serve_in_thread(create_app(engine, api_key=key)) as url:
+            served = ServedModel(url=url, model=model_id, api_key=key)
+            label = f"run {version} (transformers engine)"
+            out = asyncio.run(_run(served, label, run_dir / EVAL_DIR, dataset, limit, 1))
     finally:
         engine.close()
+    return _entry(out, dataset, limit, replaced, reports)
+
+
+def evaluate_served(
+    run_dir: Path,
+    served: Any,
+    *,
+    dataset: Path,
+    label: str,
+    limit: int | None = None,
+    concurrency: int = 8,
+    reports: bool = True,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """`evaluate_run` through a model service that already serves the run (`served`, a
+    `ServedModel`), e.g. a batching engine with the run's adapter: the same eval folder and
+    manifest entry, many requests at once."""
+    replaced = prepare_eval_folder(run_dir, dataset=dataset, limit=limit, fresh=fresh)
+    out = asyncio.run(_run(served, label, run_dir / EVAL_DIR, dataset, limit, concurrency))
+    return _entry(out, dataset, limit, replaced, reports)
+
+
+def _entry(
+    out: Path, dataset: Path, limit: int | None, replaced: Path | None, reports: bool
+) -> dict[str, Any]:
     from eval.scoring import score_run
 
     summary = score_run(out, reports=reports)
@@ -109,28 +140,20 @@ def evaluate_run(
 
 
 async def _run(
-    engine: Any, out: Path, dataset: Path, model_id: str, version: str, limit: int | None
+    served: Any, label: str, out: Path, dataset: Path, limit: int | None, concurrency: int
 ) -> Path:
     from eval.runner import RunPlan, run
-    from modal_backend.serving.local import serve_in_thread
-    from modal_backend.serving.server import create_app
     from suggestions.backends import ChatBackend
 
-    key = secrets.token_urlsafe(24)  # this process's own server: a fresh key, never shown
-    with serve_in_thread(create_app(engine, api_key=key)) as url:
-        backend = ChatBackend(
-            name=BACKEND,
-            base_url=url,
-            model=model_id,
-            label=f"run {version} (transformers engine)",
-            api_key=key,
-        )
-        plan = RunPlan(
-            dataset=dataset,
-            backends=(BACKEND,),
-            out=out,
-            concurrency=1,
-            limit=limit,
-            resume=(out / CONFIG).exists(),
-        )
-        return await run(plan, backends={BACKEND: backend}, progress=False)
+    backend = ChatBackend(
+        name=BACKEND, base_url=served.url, model=served.model, label=label, api_key=served.api_key
+    )
+    plan = RunPlan(
+        dataset=dataset,
+        backends=(BACKEND,),
+        out=out,
+        concurrency=concurrency,
+        limit=limit,
+        resume=(out / CONFIG).exists(),
+    )
+    return await run(plan, backends={BACKEND: backend}, progress=False)

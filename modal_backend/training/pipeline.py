@@ -296,6 +296,7 @@ class _Run:
                 on_checkpoint=self.persist,
             )
         self.manifest["training"] = result.settings
+        self.manifest["peak_memory"] = peak_memory()
         self.manifest["losses"] = {
             "train": result.train_loss,
             "eval": result.eval_loss,
@@ -364,6 +365,19 @@ class _Run:
                 limit=self.config.eval_limit,
             )
         self.manifest["scored"] = True
+
+
+def peak_memory() -> dict[str, float]:
+    """This process's peak resident memory so far and, on a GPU, torch's peak allocation (GiB):
+    what a machine needs to repeat the run."""
+    import resource
+
+    peak = {"rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    import torch
+
+    if torch.cuda.is_available():
+        peak["gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return peak
 
 
 class _Timed:

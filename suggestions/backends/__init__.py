@@ -1,4 +1,5 @@
-"""Backends, and how the configured slots (custom, baseline, mock) are built from settings."""
+"""Backends, and how the configured slots (custom, baseline, standin, mock) are built from
+settings."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from .base import Backend, BackendEvent, Completion, StreamEnd, TextDelta, compl
 from .chat import ChatBackend, chat_completions_url
 from .mock import MockBackend
 
-BACKEND_NAMES = ("custom", "baseline", "mock")
+BACKEND_NAMES = ("custom", "baseline", "standin", "mock")
+"""custom: our fine-tuned model; baseline: the stock model with the old generic prompt; standin:
+another model with our task prompt, shown for scale; mock: rule-based, no model."""
 
 __all__ = [
     "BACKEND_NAMES",
@@ -67,6 +70,20 @@ def build_backend(name: str, settings: Settings) -> Backend:
             "BASELINE_API_KEY",
             settings,
         )
+    if name == "standin":
+        if settings.standin_url is None:
+            raise ConfigurationError(
+                "STANDIN_URL is not set: point it at an OpenAI-compatible server that serves "
+                "the stand-in model (STANDIN_MODEL, with STANDIN_API_KEY if it needs a key)."
+            )
+        return _chat_backend(
+            "standin",
+            settings.standin_url,
+            settings.standin_model,
+            settings.standin_api_key.get_secret_value() if settings.standin_api_key else None,
+            "STANDIN_API_KEY",
+            settings,
+        )
     raise ConfigurationError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
 
 
@@ -87,7 +104,7 @@ def _chat_backend(
         label=f"{where}: {model}",
         api_key=key,
         key_env_var=key_env_var,
-        build_prompt=build_messages if name == "custom" else build_baseline_messages,
+        build_prompt=build_baseline_messages if name == "baseline" else build_messages,
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         total_timeout_s=settings.total_timeout_s,
         retry=RetryPolicy(max_retries=settings.max_retries),

@@ -75,6 +75,8 @@ class VLLMSettings:
     """None: bfloat16 on a GPU, float32 on a CPU (vLLM's CPU kernels are tested there in fp32)."""
     enforce_eager: bool | None = None
     """None: eager on a CPU (torch.compile's cache does not reload there), graphs on a GPU."""
+    log_stats: bool = False
+    """vLLM's own periodic stats (throughput, speculation acceptance), for benchmarks."""
 
 
 @dataclass
@@ -163,24 +165,26 @@ class VLLMEngine:
         settings = self.settings
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB for the KV cache
-        args = AsyncEngineArgs(
-            model=str(self.model_path),
-            tokenizer=str(self.model_path),
-            served_model_name=self.model_id,
-            dtype=settings.dtype or ("float32" if cpu else "bfloat16"),
-            enforce_eager=cpu if settings.enforce_eager is None else settings.enforce_eager,
-            max_model_len=settings.max_model_len,
-            max_num_seqs=settings.max_num_seqs,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            enable_lora=True,
-            max_lora_rank=settings.max_lora_rank,
-            max_loras=settings.max_loras,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            enable_sleep_mode=settings.enable_sleep_mode and not cpu,
-            speculative_config=dict(NGRAM_SPECULATION) if settings.speculative == "ngram" else None,
-            disable_log_stats=True,
-        )
-        return AsyncLLM.from_engine_args(args)
+        options: dict[str, Any] = {  # vLLM types some of these as Literals of its own
+            "model": str(self.model_path),
+            "tokenizer": str(self.model_path),
+            "served_model_name": self.model_id,
+            "dtype": settings.dtype or ("float32" if cpu else "bfloat16"),
+            "enforce_eager": cpu if settings.enforce_eager is None else settings.enforce_eager,
+            "max_model_len": settings.max_model_len,
+            "max_num_seqs": settings.max_num_seqs,
+            "enable_prefix_caching": settings.enable_prefix_caching,
+            "enable_lora": True,
+            "max_lora_rank": settings.max_lora_rank,
+            "max_loras": settings.max_loras,
+            "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "enable_sleep_mode": settings.enable_sleep_mode and not cpu,
+            "speculative_config": dict(NGRAM_SPECULATION)
+            if settings.speculative == "ngram"
+            else None,
+            "disable_log_stats": not settings.log_stats,
+        }
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
 
     def _capacity(self) -> int:
         """Requests the KV cache holds at full length, within `max_num_seqs`: the server admits
@@ -312,6 +316,10 @@ class VLLMEngine:
             output_kind=RequestOutputKind.DELTA,
             skip_special_tokens=True,
         )
+
+    def log_stats(self) -> None:
+        """Have vLLM log its stats now (with `VLLMSettings(log_stats=True)`)."""
+        self._call(self._engine.do_log_stats(), timeout=60)
 
     def sleep(self, level: int = 1) -> None:
         """Free the GPU (level 1: weights to CPU memory, KV cache dropped) before a memory
