@@ -129,7 +129,8 @@ def test_base_and_adapter_are_two_ids_with_different_answers(engine: VLLMEngine,
     tuned, _ = answer(engine, TUNED)
     stock, _ = answer(engine, None)
     assert tuned != stock
-    assert "went" in tuned.lower(), tuned  # our run fixes the tense; its base rambles
+    # Our run answers with the edited passage alone; its base talks about it.
+    assert len(tuned) < 1.5 * len(GRAMMAR_REQUEST.text) < len(stock), (tuned, stock)
 
 
 def test_admission_comes_from_the_engine(engine: VLLMEngine) -> None:
@@ -250,7 +251,9 @@ def test_two_columns_stream_at_the_same_time(url: str) -> None:
         return final
 
     custom, baseline = asyncio.run(last_snapshot())
-    assert custom.status == baseline.status == "done", (custom, baseline)  # type: ignore[attr-defined]
+    assert custom.status == "done", custom  # type: ignore[attr-defined]
+    # The stock base often talks on to its token limit (a truncated answer): it still streamed.
+    assert baseline.ttft_ms is not None, baseline  # type: ignore[attr-defined]
     firsts = [custom.ttft_ms, baseline.ttft_ms]  # type: ignore[attr-defined]
     ends = [custom.elapsed_ms, baseline.elapsed_ms]  # type: ignore[attr-defined]
     assert max(firsts) < min(ends), f"first tokens {firsts} ms, ends {ends} ms: one waited"
