@@ -62,6 +62,7 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(BIN)/python bench/client_core.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/eval_harness.py
 	$(BIN)/python bench/app_compare.py
 

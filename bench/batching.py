@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from eval.data import load_dataset
 from modal_backend.serving.engines.base import Delta, Engine, Finished, SamplingParams
 from modal_backend.serving.local import serve_in_thread
@@ -79,7 +81,15 @@ def requests(rows: int) -> list[LlamaRequest]:
 
 
 async def through_server(url: str, model: str, request: LlamaRequest) -> Sample:
-    backend = ChatBackend(name="custom", base_url=url, model=model, label=model, api_key=KEY)
+    backend = ChatBackend(
+        name="custom",
+        base_url=url,
+        model=model,
+        label=model,
+        api_key=KEY,
+        timeout=httpx.Timeout(900.0),  # a queued request waits its turn: that is measured
+        total_timeout_s=900.0,
+    )
     started = time.perf_counter()
     first: float | None = None
     tokens = 0
