@@ -339,8 +339,12 @@ class VLLMEngine:
                 logger.debug("vLLM shutdown raised", exc_info=True)
             self._engine = None
         if self._loop.is_running():
+            with contextlib.suppress(Exception):  # tasks left by vLLM: end them, then the loop
+                self._call(_cancel_others(), timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
 
 
 @dataclass
@@ -457,6 +461,15 @@ class _VLLMStream:
 
 
 _END = object()
+
+
+async def _cancel_others() -> None:
+    """Cancel every task on the running loop but this one, and wait for them to end."""
+    me = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not me]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def _stop_ids(tokenizer: Any) -> tuple[int, ...]:
