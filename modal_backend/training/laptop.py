@@ -78,6 +78,9 @@ def main(options: argparse.Namespace) -> int:
     jfleg = jfleg_dev(options.jfleg)
     eval_sets = [str(REPO_ROOT / DEFAULT_EVAL_SET), *([str(jfleg)] if jfleg else [])]
     run_id = options.run_id
+    if run_id is not None and run_id not in registry.run_ids():
+        print(f"error: no run {run_id!r} in {options.weights}", file=sys.stderr)
+        return 2
     if run_id is None or registry.run(run_id).manifest.get("status") == "training":
         argv = ["train", "--weights", str(options.weights), "--base-model", "smollm2"]
         argv += [*LAPTOP_RECIPE, "--no-eval", "--eval-dataset", ",".join(eval_sets)]
