@@ -18,14 +18,11 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import SecretStr
 
-from suggestions.backends import Backend, ChatBackend, chat_completions_url, modal_proxy_headers
+from suggestions.backends import Backend, ChatBackend
 from suggestions.backends.base import TextDelta
-from suggestions.config import Settings
 from suggestions.contract import LlamaRequest, LlamaResponse
 from suggestions.errors import BackendError
 from suggestions.prompts import estimate_tokens
@@ -190,23 +187,19 @@ async def _run_one(
 # --- which version answered -----------------------------------------------------------------
 
 VERSION_TIMEOUT_S = 5.0
-_KEY_SETTINGS = {"custom": ("modal_llama_url", "modal_api_key")}
-"""Where a slot's URL and key are in the settings; the other slots' are `<slot>_url` and
-`<slot>_api_key` (baseline_url, baseline_api_key)."""
 
 
 class ModelVersions:
-    """Each model's version, from `GET /v1/models/{id}` on the backend's own server.
+    """Each model's version, from `GET /v1/models/{id}` on the backend's own server, asked with
+    the backend's own key and headers (`ChatBackend.model_card`).
 
     Never cached: a promotion swaps the served adapter without a restart, and a cached version
-    would credit the new one's votes to the old. The key is the one the settings give the slot,
-    sent only when the backend talks to that slot's configured URL. A backend that is not a chat
-    server (the mock) or a server that names no version gives `UNVERSIONED`; a failed lookup
-    gives `UNKNOWN_VERSION` (logged), never an error.
+    would credit the new one's votes to the old. A backend that is not a chat server (the mock)
+    or a server that names no version gives `UNVERSIONED`; a failed lookup gives
+    `UNKNOWN_VERSION` (logged), never an error.
     """
 
-    def __init__(self, settings: Settings, *, timeout_s: float = VERSION_TIMEOUT_S) -> None:
-        self.settings = settings
+    def __init__(self, *, timeout_s: float = VERSION_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
 
     async def version(self, backend: Backend, model_id: str | None = None) -> str:
@@ -214,12 +207,8 @@ class ModelVersions:
         if not isinstance(backend, ChatBackend):
             return UNVERSIONED
         model = model_id or backend.model_id
-        url = backend.url.removesuffix("/chat/completions") + "/models/" + quote(model, safe="/")
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.get(url, headers=self._headers(backend))
-            response.raise_for_status()
-            return _version_of(response.json())
+            return _version_of(await backend.model_card(model, timeout_s=self.timeout_s))
         except (httpx.HTTPError, ValueError) as exc:
             logger.warning("version of %s on %s unknown: %s", model, backend.name, _short(exc))
             return UNKNOWN_VERSION
@@ -231,21 +220,6 @@ class ModelVersions:
         ids: list[str | None] = list(models) or [None] * len(names)
         lookups = (self.version(service.backend(n), m) for n, m in zip(names, ids, strict=True))
         return tuple(await asyncio.gather(*lookups))
-
-    def _headers(self, backend: ChatBackend) -> dict[str, str]:
-        url_field, key_field = _KEY_SETTINGS.get(
-            backend.name, (f"{backend.name}_url", f"{backend.name}_api_key")
-        )
-        configured = getattr(self.settings, url_field, None)
-        if not isinstance(configured, str) or chat_completions_url(configured) != backend.url:
-            return {}  # not the configured server: its key is not this server's to see
-        headers: dict[str, str] = {}
-        if (urlsplit(backend.url).hostname or "").endswith(".modal.run"):
-            headers |= modal_proxy_headers(self.settings) or {}
-        key = getattr(self.settings, key_field, None)
-        if isinstance(key, SecretStr) and key.get_secret_value().strip():
-            headers["Authorization"] = f"Bearer {key.get_secret_value().strip()}"
-        return headers
 
 
 def settled(

@@ -184,7 +184,7 @@ def _blind_tab(runtime: Runtime) -> None:
     current = gr.State(None)
     _examples(runtime, text, kind)
     service = runtime.service
-    versions = ModelVersions(runtime.config.settings)
+    versions = ModelVersions()
     voted_rounds: set[str] = set()  # shared by every session: a round id is drawn only once
 
     async def draw(text: str, kind: str) -> AsyncGenerator[tuple[Any, ...], None]:

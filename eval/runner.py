@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from suggestions import LlamaRequest, Settings, SuggestionService
 from suggestions.backends import Backend, MockBackend, build_backends
 from suggestions.backends.base import BackendEvent, StreamEnd
+from suggestions.config import MODEL_SLOTS
 from suggestions.errors import BackendError, ConfigurationError
 
 from .data import EvalExample, dataset_sha256, load_dataset
@@ -55,11 +56,7 @@ TRANSIENT_ERROR_KINDS = frozenset({"unavailable", "rate_limited", "timeout", "in
 time, a stream cut off), which `--resume` asks again. The rest (`rejected`, `truncated`, `auth`,
 `bad_response`, `internal`, `invalid_request`) say something about the input, the model or the
 setup, and asking again would give the same answer."""
-MODEL_URLS = {
-    "custom": ("MODAL_LLAMA_URL", "modal_llama_url"),
-    "baseline": ("BASELINE_URL", "baseline_url"),
-    "standin": ("STANDIN_URL", "standin_url"),
-}
+MODEL_URLS = {name: (Settings.variable(slot.url), slot.url) for name, slot in MODEL_SLOTS.items()}
 """The variable (and its `Settings` field) that points each model slot at its model; the mock
 needs none."""
 

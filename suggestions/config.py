@@ -7,6 +7,7 @@ tests pass values directly.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,25 @@ from .contract import DEFAULT_MAX_TEXT_CHARS
 
 AppEnv = Literal["production", "development", "test"]
 HOME_ENV_VAR = "SUGGESTIONS_HOME"
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """Where one model slot's server, key and model id are set: `Settings` fields, each read
+    from the variable `Settings.variable` names."""
+
+    url: str
+    api_key: str
+    model: str
+
+
+MODEL_SLOTS: Mapping[str, ModelSlot] = {
+    "custom": ModelSlot("modal_llama_url", "modal_api_key", "modal_llama_model"),
+    "baseline": ModelSlot("baseline_url", "baseline_api_key", "baseline_model"),
+    "standin": ModelSlot("standin_url", "standin_api_key", "standin_model"),
+}
+"""The slots that call a model server (the mock calls none): the one table the backends, the
+eval runner and the launchers that point slots at servers all read."""
 
 
 def default_home() -> Path:
@@ -95,6 +115,11 @@ class Settings(BaseSettings):
             raise ValueError(f"not a suggestions setting: {', '.join(unknown)}")
         values = self.model_dump() | {fields[key]: value for key, value in variables.items()}
         return type(self).model_validate(values)
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable a field is read from (`baseline_url` -> `BASELINE_URL`)."""
+        return str(cls.model_fields[field].validation_alias)
 
     @property
     def usage_db_path(self) -> Path:

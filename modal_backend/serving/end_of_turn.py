@@ -37,6 +37,23 @@ def end_of_turn_token(tokenizer: Any) -> str | None:
     return str(eos) if eos else None
 
 
+def stop_ids(tokenizer: Any, configured: Any = None) -> tuple[int, ...]:
+    """The ids generation stops on: `configured` (a generation config's EOS, an id or a list),
+    the tokenizer's EOS, and the end-of-turn token; a chat model that is not told to stop at
+    the end of its turn rambles on."""
+    ids: list[int] = []
+    for candidate in (
+        *(configured if isinstance(configured, list) else [configured]),
+        getattr(tokenizer, "eos_token_id", None),
+        end_of_turn_id(tokenizer),
+    ):
+        if isinstance(candidate, int) and candidate not in ids:
+            ids.append(candidate)
+    if not ids:
+        raise ValueError("the model has no end-of-sequence token to stop on")
+    return tuple(ids)
+
+
 def end_of_turn_id(tokenizer: Any) -> int | None:
     """The id of `end_of_turn_token`, or None when the tokenizer has neither."""
     token = end_of_turn_token(tokenizer)

@@ -35,27 +35,19 @@ def slot_variables(
     baseline: ServedModel | None = None,
     standin: ServedModel | None = None,
 ) -> dict[str, str]:
-    """The `suggestions` variables that point the custom and baseline slots at model services:
-    as environment for a child process or a container, or for `Settings.with_variables`."""
+    """The `suggestions` variables that point the model slots at model services: as
+    environment for a child process or a container, or for `Settings.with_variables`."""
+    from suggestions.config import MODEL_SLOTS, Settings
+
     variables: dict[str, str] = {}
-    if custom is not None:
-        variables |= {
-            "MODAL_LLAMA_URL": custom.url,
-            "MODAL_API_KEY": custom.api_key,
-            "MODAL_LLAMA_MODEL": custom.model,
-        }
-    if baseline is not None:
-        variables |= {
-            "BASELINE_URL": baseline.url,
-            "BASELINE_API_KEY": baseline.api_key,
-            "BASELINE_MODEL": baseline.model,
-        }
-    if standin is not None:
-        variables |= {
-            "STANDIN_URL": standin.url,
-            "STANDIN_API_KEY": standin.api_key,
-            "STANDIN_MODEL": standin.model,
-        }
+    for name, served in (("custom", custom), ("baseline", baseline), ("standin", standin)):
+        if served is not None:
+            slot = MODEL_SLOTS[name]
+            variables |= {
+                Settings.variable(slot.url): served.url,
+                Settings.variable(slot.api_key): served.api_key,
+                Settings.variable(slot.model): served.model,
+            }
     return variables
 
 

@@ -263,18 +263,16 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
 
 
 def adapter_version(path: Path) -> str:
-    """An adapter folder's version: its manifest's, if it ships one, else the folder name."""
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        import json
+    """An adapter folder's version: its manifest's (once its files match the manifest's
+    SHA-256, as for the shipped adapter), else the folder name."""
+    from .shipped_adapter import MANIFEST, AdapterUnavailable, verified_adapter
 
-        try:
-            version = json.loads(manifest.read_text()).get("version")
-        except (OSError, ValueError):
-            version = None
-        if isinstance(version, str) and version:
-            return version
-    return path.name
+    if not (path / MANIFEST).is_file():
+        return path.name
+    try:
+        return verified_adapter(path).version
+    except AdapterUnavailable as exc:
+        raise ValueError(str(exc)) from exc
 
 
 if __name__ == "__main__":

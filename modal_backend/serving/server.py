@@ -87,9 +87,8 @@ class _Service:
         self.state = "ready"
 
     def served_ids(self) -> tuple[str, ...]:
-        if not self.engine:
-            return ()
-        return (*self.engine.models(), *(a for a in self.aliases if a not in self.models()))
+        models = self.models()
+        return (*models, *(alias for alias in self.aliases if alias not in models))
 
     def models(self) -> dict[str, str]:
         return self.engine.models() if self.engine else {}

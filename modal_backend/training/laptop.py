@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
@@ -177,42 +176,40 @@ def side_by_side(
     import asyncio
 
     from eval.compare import compare_runs, format_comparison
+    from eval.data import dataset_sha256
     from eval.runner import RunPlan
     from eval.runner import run as run_eval
     from eval.scoring import score_run
     from suggestions.backends import ChatBackend
-    from suggestions.prompts import build_baseline_messages
+    from suggestions.prompts import build_baseline_messages, build_messages
 
     prefix = options.runs / f"{run.run_id}-{name}"
     folders = {"base": Path(f"{prefix}-base"), "tuned": Path(f"{prefix}-tuned")}
+
+    def column(slot: str, served: Any, label: str, prompt: Any = build_messages) -> ChatBackend:
+        return ChatBackend(
+            name=slot,
+            base_url=served.url,
+            model=served.model,
+            api_key=served.api_key,
+            label=label,
+            build_prompt=prompt,
+        )
+
     backends = {
-        "base": {
-            "custom": ChatBackend(
-                name="custom",
-                base_url=base.url,
-                model=base.model,
-                api_key=base.api_key,
-                label="SmolLM2-135M-Instruct, stock, task prompt",
-            ),
-        },
+        "base": {"custom": column("custom", base, "SmolLM2-135M-Instruct, stock, task prompt")},
         "tuned": {
-            "custom": ChatBackend(
-                name="custom",
-                base_url=tuned.url,
-                model=tuned.model,
-                api_key=tuned.api_key,
-                label=f"SmolLM2-135M-Instruct + our LoRA, run {run.version}",
-            ),
+            "custom": column(
+                "custom", tuned, f"SmolLM2-135M-Instruct + our LoRA, run {run.version}"
+            )
         },
     }
     if name == "writing-eval":
-        backends["base"]["baseline"] = ChatBackend(
-            name="baseline",
-            base_url=base.url,
-            model=base.model,
-            api_key=base.api_key,
-            label="SmolLM2-135M-Instruct, stock, old generic prompt",
-            build_prompt=build_baseline_messages,
+        backends["base"]["baseline"] = column(
+            "baseline",
+            base,
+            "SmolLM2-135M-Instruct, stock, old generic prompt",
+            build_baseline_messages,
         )
     summaries: dict[str, Any] = {}
     for role, folder in folders.items():
@@ -239,7 +236,8 @@ def side_by_side(
     )
     print(table, flush=True)
     return {
-        "dataset": str(dataset) if name == "writing-eval" else name,
+        "dataset": name,
+        "dataset_sha256": dataset_sha256(dataset),
         "rows_limit": options.limit,
         "scores": summaries,
         "deltas": [
@@ -279,4 +277,4 @@ def _headline(entry: dict[str, Any]) -> dict[str, Any]:
     for key in ("error_rate", "examples", "errors"):
         if key in entry:
             headline[key] = entry[key]
-    return dict(json.loads(json.dumps(headline, default=str)))
+    return headline

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..config import Settings
+from ..config import MODEL_SLOTS, Settings
 from ..errors import ConfigurationError
 from ..keys import read_api_key
 from ..prompts import build_baseline_messages, build_messages
@@ -40,55 +40,39 @@ def build_backend(name: str, settings: Settings) -> Backend:
     """The backend for one slot, or a ConfigurationError saying what to set."""
     if name == "mock":
         return MockBackend()
-    if name == "custom":
-        if settings.modal_llama_url is None:
-            if settings.is_production:
-                raise ConfigurationError(
-                    "MODAL_LLAMA_URL is not set. In production the custom model needs it: set it "
-                    "to the deployed model service's URL (and MODAL_API_KEY to its key)."
-                )
-            return MockBackend(name="custom", label="mock (MODAL_LLAMA_URL is not set)")
-        return _chat_backend(
-            "custom",
-            settings.modal_llama_url,
-            settings.modal_llama_model,
-            settings.modal_api_key.get_secret_value() if settings.modal_api_key else None,
-            "MODAL_API_KEY",
-            settings,
-        )
-    if name == "baseline":
-        if settings.baseline_url is None:
+    if name == "custom" and settings.modal_llama_url is None:
+        if settings.is_production:
             raise ConfigurationError(
-                "BASELINE_URL is not set: point it at an OpenAI-compatible server that serves "
-                "the baseline model (BASELINE_MODEL, with BASELINE_API_KEY if it needs a key)."
+                "MODAL_LLAMA_URL is not set. In production the custom model needs it: set it "
+                "to the deployed model service's URL (and MODAL_API_KEY to its key)."
             )
-        return _chat_backend(
-            "baseline",
-            settings.baseline_url,
-            settings.baseline_model,
-            settings.baseline_api_key.get_secret_value() if settings.baseline_api_key else None,
-            "BASELINE_API_KEY",
-            settings,
-        )
-    if name == "standin":
-        if settings.standin_url is None:
-            raise ConfigurationError(
-                "STANDIN_URL is not set: point it at an OpenAI-compatible server that serves "
-                "the stand-in model (STANDIN_MODEL, with STANDIN_API_KEY if it needs a key)."
-            )
-        return _chat_backend(
-            "standin",
-            settings.standin_url,
-            settings.standin_model,
-            settings.standin_api_key.get_secret_value() if settings.standin_api_key else None,
-            "STANDIN_API_KEY",
-            settings,
-        )
+        return MockBackend(name="custom", label="mock (MODAL_LLAMA_URL is not set)")
+    if name in MODEL_SLOTS:
+        return _slot_backend(name, settings)
     raise ConfigurationError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
 
 
 def build_backends(names: tuple[str, ...], settings: Settings) -> dict[str, Backend]:
     return {name: build_backend(name, settings) for name in names}
+
+
+def _slot_backend(name: str, settings: Settings) -> ChatBackend:
+    slot = MODEL_SLOTS[name]
+    url, key = getattr(settings, slot.url), getattr(settings, slot.api_key)
+    if url is None:
+        raise ConfigurationError(
+            f"{Settings.variable(slot.url)} is not set: point it at an OpenAI-compatible server "
+            f"that serves the {name} model ({Settings.variable(slot.model)}, with "
+            f"{Settings.variable(slot.api_key)} if it needs a key)."
+        )
+    return _chat_backend(
+        name,
+        url,
+        getattr(settings, slot.model),
+        key.get_secret_value() if key else None,
+        Settings.variable(slot.api_key),
+        settings,
+    )
 
 
 def _chat_backend(

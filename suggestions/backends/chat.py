@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mappi
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -152,6 +153,25 @@ class ChatBackend:
             await self._client.aclose()
             self._client = None
 
+    async def model_card(self, model: str | None = None, *, timeout_s: float = 5.0) -> Any:
+        """What this backend's server says of a model (`GET /v1/models/{id}`, this backend's
+        model by default), asked with the same key and headers as its answers. Raises
+        httpx.HTTPError or ValueError (a body that is not JSON)."""
+        base = self.url.removesuffix("/chat/completions")
+        url = f"{base}/models/{quote(model or self.model_id, safe='/')}"
+        # A client of its own: a lookup is rare, and must not hold the answers' pooled
+        # connections (or their event loop) after it.
+        async with httpx.AsyncClient(timeout=timeout_s, transport=self._transport) as client:
+            response = await client.get(url, headers=self._headers())
+        response.raise_for_status()
+        return response.json()
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self._extra_headers)
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
     async def stream(self, request: LlamaRequest) -> AsyncGenerator[BackendEvent, None]:
         payload = ChatCompletionRequest.model_validate(
             {
@@ -189,11 +209,9 @@ class ChatBackend:
     async def _open(self, payload: dict[str, Any], call: _Call) -> httpx.Response:
         client = self._get_client()
         headers = {
-            **self._extra_headers,
+            **self._headers(),
             "Accept": "text/event-stream" if self.streaming else "application/json",
         }
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         while True:
             call.attempts += 1
             retry_after: float | None = None

@@ -84,7 +84,7 @@ async def test_each_model_id_gets_its_own_version_and_a_promotion_is_seen_at_onc
     engine: TwoModels, model_url: str
 ) -> None:
     settings = _settings(model_url)
-    service, versions = _service(settings), ModelVersions(settings)
+    service, versions = _service(settings), ModelVersions()
     names = ("custom", "baseline", "mock")
 
     assert await versions.of(service, names) == ("run-7", "stock", UNVERSIONED)
@@ -99,18 +99,17 @@ async def test_each_model_id_gets_its_own_version_and_a_promotion_is_seen_at_onc
 
 
 async def test_a_failed_lookup_is_unknown_not_an_error(model_url: str) -> None:
-    settings = _settings(model_url)
-    versions = ModelVersions(settings, timeout_s=2.0)
+    versions = ModelVersions(timeout_s=2.0)
     not_served = ChatBackend(
         name="custom", base_url=model_url, model="no-such-model", label="x", api_key=API_KEY
     )
     assert await versions.version(not_served) == UNKNOWN_VERSION  # 404 from the service
-    wrong_key = ModelVersions(_settings(model_url, modal_api_key="not-the-key"))
-    custom = build_backends(("custom",), settings)["custom"]
-    assert await wrong_key.version(custom) == UNKNOWN_VERSION  # 401
+    wrong_key = _settings(model_url, modal_api_key="not-the-key")
+    custom = build_backends(("custom",), wrong_key)["custom"]
+    assert await versions.version(custom) == UNKNOWN_VERSION  # 401
     gone = _settings("http://127.0.0.1:9")
     down = build_backends(("custom",), gone)["custom"]
-    assert await ModelVersions(gone, timeout_s=1.0).version(down) == UNKNOWN_VERSION
+    assert await ModelVersions(timeout_s=1.0).version(down) == UNKNOWN_VERSION
     assert await versions.version(MockBackend(name="custom")) == UNVERSIONED
 
 
@@ -134,19 +133,19 @@ async def test_what_a_server_says_about_the_version(reply: Reply, expected: str)
     with ScriptedServer(reply) as server:
         settings = _settings(f"{server.url}/v1")
         backend = build_backends(("custom",), settings)["custom"]
-        assert await ModelVersions(settings).version(backend) == expected
+        assert await ModelVersions().version(backend) == expected
         (request,) = server.requests
     assert (request.method, request.path) == ("GET", f"/v1/models/{TUNED_ID}")
     assert request.headers["Authorization"] == f"Bearer {API_KEY}"
 
 
 async def test_the_key_goes_only_to_the_server_the_settings_give_it_for() -> None:
-    """A backend pointed elsewhere than its slot's configured URL is asked without the key."""
+    """A backend pointed elsewhere than its slot's configured URL, with no key of its own, is
+    asked without the slot's key."""
     card = _card(b'{"id": "m", "version": "v1"}')
     with ScriptedServer(card) as elsewhere, ScriptedServer(card) as configured:
-        settings = _settings(configured.url)
         backend = ChatBackend(name="custom", base_url=elsewhere.url, model="m", label="x")
-        assert await ModelVersions(settings).version(backend) == "v1"
+        assert await ModelVersions().version(backend) == "v1"
         (request,) = elsewhere.requests
         assert "Authorization" not in request.headers
         assert configured.requests == []

@@ -22,7 +22,7 @@ from transformers import (
     TextStreamer,
 )
 
-from ..end_of_turn import end_of_turn_id
+from ..end_of_turn import stop_ids
 from .base import (
     Delta,
     Emit,
@@ -166,20 +166,9 @@ class TransformersEngine(SingleModel):
 
 def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     """EOS from the generation config and the tokenizer, plus the chat template's end-of-turn
-    token (`<|eot_id|>`, `<|im_end|>`...): a chat model ends its turn with it, and would ramble
-    on without it."""
-    ids: list[int] = []
+    token (`<|eot_id|>`, `<|im_end|>`...)."""
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for candidate in (
-        *(configured if isinstance(configured, list) else [configured]),
-        tokenizer.eos_token_id,
-        end_of_turn_id(tokenizer),
-    ):
-        if isinstance(candidate, int) and candidate not in ids:
-            ids.append(candidate)
-    if not ids:
-        raise ValueError("the model has no end-of-sequence token to stop on")
-    return tuple(ids)
+    return stop_ids(tokenizer, configured)
 
 
 class _CountAndStop:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..end_of_turn import end_of_turn_id
+from ..end_of_turn import stop_ids
 from .base import (
     Delta,
     EngineError,
@@ -147,7 +147,7 @@ class VLLMEngine:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
             if getattr(self.tokenizer, "chat_template", None) is None:
                 raise ValueError(f"the tokenizer in {model_path} has no chat template")
-            self.stop_token_ids = _stop_ids(self.tokenizer)
+            self.stop_token_ids = stop_ids(self.tokenizer)  # vLLM adds the model's own EOS
             self.max_concurrency = self._capacity()
             for adapter_id, (path, adapter_version) in (adapters or {}).items():
                 self.set_adapter(adapter_id, path, adapter_version)
@@ -470,11 +470,3 @@ async def _cancel_others() -> None:
     for task in others:
         task.cancel()
     await asyncio.gather(*others, return_exceptions=True)
-
-
-def _stop_ids(tokenizer: Any) -> tuple[int, ...]:
-    ids = [end_of_turn_id(tokenizer), getattr(tokenizer, "eos_token_id", None)]
-    unique = tuple(dict.fromkeys(i for i in ids if isinstance(i, int)))
-    if not unique:
-        raise ValueError("the model has no end-of-sequence token to stop on")
-    return unique
