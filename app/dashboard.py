@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from eval import run_folder
-from eval.compare import compare_runs, plural
+from eval.compare import compare_runs, error_type_counts, plural
 from eval.metrics import registry
 from eval.run_folder import UNEDITED, RunFolderError
 
@@ -86,6 +86,10 @@ COMPARISON_COLUMNS = (
     "ci_high",
     "verdict",
 )
+
+
+ERROR_TYPE_COLUMNS = ("type", "tp_a", "tp_b", "fp_a", "fp_b", "fn_a", "fn_b", "fp_change")
+"""Per ERRANT error type: edits right (tp), wrong (fp) and missed (fn) in runs A and B."""
 
 
 class DashboardError(ValueError):
@@ -183,6 +187,19 @@ def comparison_table(
     titles = {name: entry.title for name, entry in registry.METRICS.items()}
     rows = [asdict(d) | {"title": titles.get(d.metric, d.metric)} for d in deltas]
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def error_types_table(
+    run_a: Path | str, run_b: Path | str, backend: str = "custom"
+) -> pd.DataFrame:
+    """Which grammar edits changed, per official ERRANT type, the wrong edits that grew most
+    first (empty when the runs scored no grammar rows)."""
+    try:
+        types = error_type_counts(Path(run_a), Path(run_b), backend)
+    except ValueError as error:  # a RunFolderError names the file and what to do
+        raise DashboardError(str(error)) from error
+    rows = [(t.kind, t.a[0], t.b[0], t.a[1], t.b[1], t.a[2], t.b[2], t.fp_change) for t in types]
+    return pd.DataFrame(rows, columns=list(ERROR_TYPE_COLUMNS))
 
 
 def comparison_notes(run_a: Path | str, run_b: Path | str, table: pd.DataFrame) -> list[str]:

@@ -383,18 +383,25 @@ def _base_vs_run(root: Path, refresh: gr.Button, tab: gr.Tab) -> None:
         run_b = gr.Dropdown(label="Run B", elem_id="dashboard-run-b")
     note = gr.Markdown(elem_id="dashboard-comparison-note")
     table = gr.Dataframe(label="Run B against run A", interactive=False)
+    types = gr.Dataframe(
+        label="Grammar edits by ERRANT error type (custom): right (tp), wrong (fp), missed (fn)",
+        interactive=False,
+    )
 
-    def compare(first: str | None, second: str | None) -> tuple[str, pd.DataFrame]:
+    def compare(first: str | None, second: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame]:
         """Synchronous: Gradio runs it in a worker thread, off the streaming loop."""
+        empty = pd.DataFrame(columns=dashboard.COMPARISON_COLUMNS)
+        no_types = pd.DataFrame(columns=dashboard.ERROR_TYPE_COLUMNS)
         if not first or not second:
-            return "Pick two runs to compare.", pd.DataFrame(columns=dashboard.COMPARISON_COLUMNS)
+            return "Pick two runs to compare.", empty, no_types
         try:
             result = dashboard.comparison_table(first, second)
             notes = dashboard.comparison_notes(first, second, result)
+            by_type = dashboard.error_types_table(first, second)
         except dashboard.DashboardError as exc:
-            return f"Cannot compare: {exc}", pd.DataFrame(columns=dashboard.COMPARISON_COLUMNS)
+            return f"Cannot compare: {exc}", empty, no_types
         heading = f"**A**: {Path(first).name}, **B**: {Path(second).name}."
-        return " ".join([heading, *notes]), result.round(4)
+        return " ".join([heading, *notes]), result.round(4), by_type
 
     def load(first: str | None, second: str | None) -> tuple[Any, ...]:
         runs = [str(run) for run in dashboard.list_runs(root)]
@@ -408,10 +415,10 @@ def _base_vs_run(root: Path, refresh: gr.Button, tab: gr.Tab) -> None:
             *compare(first, second),
         )
 
-    outputs = [run_a, run_b, note, table]
+    outputs = [run_a, run_b, note, table, types]
     refresh.click(load, inputs=[run_a, run_b], outputs=outputs, api_name="base_vs_run")
     tab.select(load, inputs=[run_a, run_b], outputs=outputs, api_visibility="private")
     for choice in (run_a, run_b):
         choice.input(
-            compare, inputs=[run_a, run_b], outputs=[note, table], api_visibility="private"
+            compare, inputs=[run_a, run_b], outputs=[note, table, types], api_visibility="private"
         )

@@ -207,16 +207,19 @@ def _latency(options: argparse.Namespace) -> int:
 
 def _compare(options: argparse.Namespace) -> int:
     """The table, exit 0: a comparison is information, not a pass/fail (that is `gate`)."""
-    from .compare import compare_runs, format_comparison
+    from .compare import compare_runs, error_type_report, format_comparison
 
     try:
         deltas = compare_runs(
             options.run_a, options.run_b, iterations=options.iterations, seed=options.seed
         )
+        types = error_type_report(options.run_a, options.run_b)
     except RunFolderError as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
     print(format_comparison(deltas))
+    if types:
+        print(f"\n{types}")
     return 0
 
 

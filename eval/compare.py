@@ -18,14 +18,24 @@ import numpy as np
 import pandas as pd
 
 from .metrics.registry import DIRECTIONS, METRICS, SERVING
-from .run_folder import KEY_COLUMNS, RunFolderError, read_metrics, require_scored_failures
+from .run_folder import (
+    KEY_COLUMNS,
+    RunFolderError,
+    read_metrics,
+    read_summary,
+    require_scored_failures,
+)
 from .stats import Verdict, paired_bootstrap, verdict
 
 __all__ = [
     "MetricDelta",
     "RunFolderError",
+    "TypeCounts",
     "compare_runs",
+    "error_type_counts",
+    "error_type_report",
     "format_comparison",
+    "format_error_types",
 ]
 
 
@@ -226,3 +236,73 @@ def format_comparison(deltas: Sequence[MetricDelta]) -> str:
         summary += f", changed on {changed} (neutral)"
     lines.append(summary)
     return "\n".join(lines)
+
+
+# --- ERRANT error types: which edits changed --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TypeCounts:
+    """One ERRANT error type (the official categories, e.g. `R:VERB:TENSE`) in runs A and B:
+    true positives, false positives (edits made wrongly) and false negatives (edits missed)."""
+
+    kind: str
+    a: tuple[int, int, int]
+    b: tuple[int, int, int]
+
+    @property
+    def fp_change(self) -> int:
+        return self.b[1] - self.a[1]
+
+
+def error_type_counts(run_a: Path, run_b: Path, backend: str) -> list[TypeCounts]:
+    """Per ERRANT error type, the corpus counts of `backend` in both runs, the types whose
+    wrong edits grew most first: where a regression comes from. Empty when neither run has
+    per-type tables (no grammar rows)."""
+    tables = [
+        (read_summary(run)["backends"].get(backend) or {}).get("errant_by_type") or {}
+        for run in (run_a, run_b)
+    ]
+
+    def counts(table: dict[str, Any], kind: str) -> tuple[int, int, int]:
+        row = table.get(kind) or {}
+        return (int(row.get("tp", 0)), int(row.get("fp", 0)), int(row.get("fn", 0)))
+
+    kinds = sorted(set(tables[0]) | set(tables[1]))
+    found = [TypeCounts(kind, counts(tables[0], kind), counts(tables[1], kind)) for kind in kinds]
+    return sorted(found, key=lambda t: (-t.fp_change, -(t.a[0] + t.b[0]), t.kind))
+
+
+def format_error_types(types: Sequence[TypeCounts], *, limit: int = 25) -> str:
+    """The per-type counts as an aligned table (TP/FP/FN in A and B, and the changes)."""
+    header = ["type", "TP A", "TP B", "FP A", "FP B", "FN A", "FN B", "ΔTP", "ΔFP"]
+    rows = [
+        [
+            t.kind,
+            *(str(v) for pair in zip(t.a, t.b, strict=True) for v in pair),
+            f"{t.b[0] - t.a[0]:+d}",
+            f"{t.fp_change:+d}",
+        ]
+        for t in types[:limit]
+    ]
+    lines = text_table(header, rows, right=set(range(1, 9)))
+    if not types:
+        lines.append("(no ERRANT error types: no grammar rows were scored)")
+    elif len(types) > limit:
+        lines.append(f"... and {len(types) - limit} more types")
+    return "\n".join(lines)
+
+
+def error_type_report(run_a: Path, run_b: Path) -> str:
+    """One per-type table for every backend both runs hold that has grammar rows scored, each
+    under a heading; empty when none has."""
+    backends = sorted(set(read_summary(run_a)["backends"]) & set(read_summary(run_b)["backends"]))
+    sections = []
+    for backend in backends:
+        types = error_type_counts(run_a, run_b, backend)
+        if types:
+            sections.append(
+                f"ERRANT error types, {backend} (A -> B; wrong edits that grew most first)\n"
+                + format_error_types(types)
+            )
+    return "\n\n".join(sections)

@@ -17,6 +17,7 @@ import pytest
 from app.dashboard import (
     COMPARISON_COLUMNS,
     COMPARISON_ITERATIONS,
+    ERROR_TYPE_COLUMNS,
     DashboardError,
     RunPair,
     comparison_notes,
@@ -62,6 +63,7 @@ def _write_run(
     sha: str = "ab" * 32,
 ) -> Path:
     folder.mkdir(parents=True)
+    tuned = folder.name.endswith("-tuned")
     run_folder.write_config(
         folder,
         {
@@ -80,6 +82,10 @@ def _write_run(
             "errors": int((~frame["ok"]).sum()),
             "error_rate": float((~frame["ok"]).mean()),
             "metrics": {"gleu_sentence": float(frame["gleu_sentence"].mean())},
+            "errant_by_type": {  # the tuned run makes more wrong tense edits, more right M:DET
+                "R:VERB:TENSE": {"tp": 1, "fp": 5 if tuned else 1, "fn": 3},
+                "M:DET": {"tp": 4 if tuned else 2, "fp": 0, "fn": 2},
+            },
         }
         for name, frame in frames.items()
     }
@@ -284,7 +290,7 @@ def test_the_dashboard_tab_shows_the_newest_pair_and_any_two_runs(root: Path) ->
     pair = find_pairs(root)[0]
     with running_app(config, backends) as url:
         client = Client(url, verbose=False)
-        run_a, run_b, note, table = client.predict(None, None, api_name="/base_vs_run")
+        run_a, run_b, note, table, types = client.predict(None, None, api_name="/base_vs_run")
         unscored = str(root / "ft-20261220-jfleg-dev-tuned")
         picked = client.predict(str(pair.base), unscored, api_name="/base_vs_run")
         client.close()
@@ -298,3 +304,6 @@ def test_the_dashboard_tab_shows_the_newest_pair_and_any_two_runs(root: Path) ->
     assert (picked[0]["value"], picked[1]["value"]) == (str(pair.base), unscored)  # kept
     assert picked[2].startswith("Cannot compare: ft-20261220-jfleg-dev-tuned is not scored yet")
     assert picked[3]["headers"] == list(COMPARISON_COLUMNS) and picked[3]["data"] == []
+    assert types["headers"] == list(ERROR_TYPE_COLUMNS)
+    assert types["data"][0] == ["R:VERB:TENSE", 1, 1, 1, 5, 3, 3, 4]
+    assert picked[4]["data"] == []

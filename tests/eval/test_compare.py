@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from eval.cli import main as eval_main
-from eval.compare import MetricDelta, compare_runs, format_comparison
+from eval.compare import MetricDelta, compare_runs, error_type_counts, format_comparison
 from eval.gates import EXAMPLE_GATES, GateConfigError, format_gates, load_gates, run_gates
 from eval.metrics.registry import DIRECTIONS as METRIC_DIRECTIONS
 from eval.run_folder import RunFolderError
@@ -391,6 +391,36 @@ def test_main_compare_prints_table(
     assert "run folder not found" in capsys.readouterr().err
     assert main_compare([str(run_a)]) == 2  # usage error
     assert main_compare([str(run_a), str(run_b), "--iterations", "0"]) == 2
+
+
+def test_error_types_say_which_edits_a_run_makes_wrongly(
+    tmp_path: Path, base_values: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def summary(tense_fp: int, det_tp: int) -> dict[str, Any]:
+        entry = backend_summary()
+        entry["errant_by_type"] = {
+            "R:VERB:TENSE": {"tp": 3, "fp": tense_fp, "fn": 9},
+            "M:DET": {"tp": det_tp, "fp": 1, "fn": 10 - det_tp},
+        }
+        return {"custom": entry, "baseline": backend_summary()}
+
+    table = rows("custom", gleu_sentence=base_values)
+    run_a = write_run(tmp_path / "stock", table, summary(tense_fp=2, det_tp=4))
+    run_b = write_run(tmp_path / "tuned", table, summary(tense_fp=14, det_tp=7))
+    tense, det = error_type_counts(run_a, run_b, "custom")
+    assert (tense.kind, tense.a, tense.b, tense.fp_change) == (
+        "R:VERB:TENSE",
+        (3, 2, 9),
+        (3, 14, 9),
+        12,
+    )
+    assert (det.kind, det.a[0], det.b[0]) == ("M:DET", 4, 7)
+    assert error_type_counts(run_a, run_b, "baseline") == []  # no grammar tables
+    assert main_compare([str(run_a), str(run_b), "--iterations", "50"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("ERRANT error types, custom", 1)[1].splitlines()
+    assert section[3].split()[:3] == ["R:VERB:TENSE", "3", "3"] and section[3].endswith("+12")
+    assert "ERRANT error types, baseline" not in out
 
 
 def test_metric_directions_cover_the_runner_columns() -> None:
