@@ -12,8 +12,10 @@ Three kinds of finding, because `--force` may override only some of them:
   or the served run cannot be compared with it. Its numbers then say nothing reliable, so the
   gate fails, but `--force` (recorded) may override it.
 - results: the gates file's `[[check]]`s (`eval.gates.run_gates`, the logic behind
-  `python -m eval gate`) and, against the served run, the harness's `[baseline]` check, so a
-  promotion cannot quietly regress.
+  `python -m eval gate`), against the served run, the harness's `[baseline]` check, so a
+  promotion cannot quietly regress, and against the run's own stock base (`vs_base`): better on
+  JFLEG dev, no worse on our eval set, by paired bootstrap. A run that was not compared with its
+  base is a problem; `--no-base-check` skips the comparison, recorded as a weakened gate.
 
 The default gates file is `modal_backend/promotion_gates.toml`: the quality and reliability
 bounds of `eval/gates.toml` without its latency bound, since a run is scored on the training
@@ -32,6 +34,7 @@ from eval import run_folder
 from eval.gates import BaselineConfig, GateResult, format_gates, load_gates, run_gates
 from modal_backend.serving.registry import Registry, Run
 
+from . import vs_base
 from .evaluation import EVAL_DIR
 from .manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_TRAINING
 
@@ -83,6 +86,7 @@ def judge(
     *,
     gates: Path = DEFAULT_GATES,
     against_current: bool = True,
+    against_base: bool = True,
     accept_failed_checks: bool = False,
 ) -> GateVerdict:
     """The gate's verdict on `run`. Raises eval.gates.GateConfigError for a bad gates file.
@@ -91,7 +95,7 @@ def judge(
     problem, so that `--force-failed-checks` can promote such a run on purpose.
     """
     config = load_gates(gates)
-    record = _gate_record(gates, against_current)
+    record = _gate_record(gates, against_current, against_base)
     notes = [f"weakened gate: {reason}" for reason in record["weakened"]]
     blockers, problems = _integrity(run)
     checks_failed = "its post-training checks did not pass (see the manifest's 'checks')"
@@ -119,7 +123,13 @@ def judge(
             problems.append(problem)
     elif config.baseline is not None:
         notes.append(f"the gates file's own [baseline] ({config.baseline.run}) was used")
-    return _verdict(run, blockers, problems, run_gates(eval_dir, config), notes, record)
+    results = run_gates(eval_dir, config)
+    if against_base:
+        base_results, base_problems = vs_base.judge(run.manifest)
+        results += base_results
+        problems += base_problems
+        record["vs_base_compared"] = bool(base_results)
+    return _verdict(run, blockers, problems, results, notes, record)
 
 
 def _verdict(
@@ -135,7 +145,7 @@ def _verdict(
     return verdict
 
 
-def _gate_record(gates: Path, against_current: bool) -> dict[str, Any]:
+def _gate_record(gates: Path, against_current: bool, against_base: bool) -> dict[str, Any]:
     """Which gate was applied, for the history. A gates file counts as the default one when its
     bytes are the default file's, wherever it lies."""
     content = gates.read_bytes()
@@ -145,11 +155,15 @@ def _gate_record(gates: Path, against_current: bool) -> dict[str, Any]:
         weakened.append(f"gates file {gates} instead of {DEFAULT_GATES.name}")
     if not against_current:
         weakened.append("--no-baseline: not compared with the served run")
+    if not against_base:
+        weakened.append("--no-base-check: not compared with its stock base")
     return {
         "file": str(gates),
         "file_sha256": hashlib.sha256(content).hexdigest(),
         "default_file": default,
         "no_baseline": not against_current,
+        "no_base_check": not against_base,
+        "vs_base_compared": False,
         "baseline_compared": False,
         "baseline_run": None,
         "weakened": weakened,

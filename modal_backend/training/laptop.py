@@ -28,6 +28,7 @@ from modal_backend.serving.registry import Registry, Run
 from modal_backend.serving.weights import SERVED_MODEL_ID
 
 from .config import DEFAULT_EVAL_SET, REPO_ROOT
+from .vs_base import JFLEG_DEV, OWN_SET, VS_BASE
 
 LAPTOP_RECIPE: tuple[str, ...] = (
     "--epochs",
@@ -151,14 +152,17 @@ def score(
             )
             apply_eval(registry, run.run_id, manifest)
         sets = {
-            "writing-eval": REPO_ROOT / DEFAULT_EVAL_SET,
-            **({"jfleg-dev": jfleg} if jfleg else {}),
+            OWN_SET: REPO_ROOT / DEFAULT_EVAL_SET,
+            **({JFLEG_DEV: jfleg} if jfleg else {}),
         }
         results: dict[str, Any] = {}
         for name, dataset in sets.items():
-            results[name] = side_by_side(
-                run, name, dataset, base=base, tuned=tuned, options=options
+            entry, results[name] = side_by_side(
+                run, name, dataset, base=base, tuned=tuned, key=key, options=options
             )
+            manifest = dict(registry.run(run.run_id).manifest)
+            manifest[VS_BASE] = {**manifest.get(VS_BASE, {}), name: entry}
+            registry.write_manifest(run.run_id, manifest)
     return results
 
 
@@ -169,75 +173,53 @@ def side_by_side(
     *,
     base: Any,
     tuned: Any,
+    key: str,
     options: argparse.Namespace,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Base (our task prompt; on our eval set also the old generic prompt) and run, scored and
-    compared; returns the headline of each and the paired deltas."""
-    import asyncio
+    compared: the manifest's `vs_base` entry, and the headline of each with the paired deltas
+    (also written, with the per-type ERRANT counts, to `runs/<run>-<set>-comparison.md`)."""
+    from eval.compare import compare_runs, error_type_report, format_comparison
+    from eval.run_folder import read_summary
+    from suggestions.prompts import build_baseline_messages
 
-    from eval.compare import compare_runs, format_comparison
-    from eval.data import dataset_sha256
-    from eval.runner import RunPlan
-    from eval.runner import run as run_eval
-    from eval.scoring import score_run
-    from suggestions.backends import ChatBackend
-    from suggestions.prompts import build_baseline_messages, build_messages
+    from .vs_base import Served, score_pair
 
     prefix = options.runs / f"{run.run_id}-{name}"
-    folders = {"base": Path(f"{prefix}-base"), "tuned": Path(f"{prefix}-tuned")}
-
-    def column(slot: str, served: Any, label: str, prompt: Any = build_messages) -> ChatBackend:
-        return ChatBackend(
-            name=slot,
-            base_url=served.url,
-            model=served.model,
-            api_key=served.api_key,
-            label=label,
-            build_prompt=prompt,
-        )
-
-    backends = {
-        "base": {"custom": column("custom", base, "SmolLM2-135M-Instruct, stock, task prompt")},
-        "tuned": {
-            "custom": column(
-                "custom", tuned, f"SmolLM2-135M-Instruct + our LoRA, run {run.version}"
-            )
-        },
-    }
-    if name == "writing-eval":
-        backends["base"]["baseline"] = column(
-            "baseline",
-            base,
-            "SmolLM2-135M-Instruct, stock, old generic prompt",
-            build_baseline_messages,
-        )
+    stock = "SmolLM2-135M-Instruct, stock"
+    extra = {}
+    if name == OWN_SET:
+        extra = {"baseline": Served(base.url, base.model, key, f"{stock}, old generic prompt")}
+    entry = score_pair(
+        name,
+        dataset,
+        base=Served(base.url, base.model, key, f"{stock}, task prompt"),
+        tuned=Served(tuned.url, tuned.model, key, f"{stock} + our LoRA, run {run.version}"),
+        out_prefix=prefix,
+        concurrency=options.concurrency,
+        limit=options.limit,
+        extra_base=extra,
+        extra_prompts={"baseline": build_baseline_messages},
+    )
+    folders = {"base": Path(entry["base"]), "tuned": Path(entry["tuned"])}
     summaries: dict[str, Any] = {}
     for role, folder in folders.items():
-        chosen = backends[role]
-        plan = RunPlan(
-            dataset=dataset,
-            backends=tuple(chosen),
-            out=folder,
-            concurrency=options.concurrency,
-            limit=options.limit,
-            resume=(folder / "config.json").exists(),
-        )
-        print(f"scoring {role} on {name} into {folder}", flush=True)
-        asyncio.run(run_eval(plan, backends=dict(chosen), progress=sys.stderr.isatty()))
-        summary = score_run(folder, reports=True)
+        summary = read_summary(folder)
         summaries[role] = {
             backend: _headline(entry) for backend, entry in summary["backends"].items()
         }
         summaries[role]["unedited_source"] = _headline(summary.get("unedited_source") or {})
     deltas = compare_runs(folders["base"], folders["tuned"], seed=0)
     table = format_comparison(deltas)
+    types = error_type_report(folders["base"], folders["tuned"])
     Path(f"{prefix}-comparison.md").write_text(
-        f"# {name}: run {run.run_id} against its stock base (B - A, paired bootstrap)\n\n{table}\n"
+        f"# {name}: run {run.run_id} against its stock base (B - A, paired bootstrap)\n\n"
+        f"```\n{table}\n```\n" + (f"\n```\n{types}\n```\n" if types else "")
     )
     print(table, flush=True)
-    return {
+    headline = {
         "dataset": name,
-        "dataset_sha256": dataset_sha256(dataset),
+        "dataset_sha256": entry["dataset_sha256"],
         "rows_limit": options.limit,
         "scores": summaries,
         "deltas": [
@@ -255,6 +237,7 @@ def side_by_side(
             if d.backend == "custom"
         ],
     }
+    return entry, headline
 
 
 def _headline(entry: dict[str, Any]) -> dict[str, Any]:

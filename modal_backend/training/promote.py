@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not compare with the run currently served",
     )
+    parser.add_argument(
+        "--no-base-check",
+        action="store_true",
+        help="do not require the run to beat its stock base on JFLEG dev and be no worse on "
+        "our eval set (a weakened gate, recorded)",
+    )
     return parser
 
 
@@ -96,6 +102,7 @@ def _promote(registry: Registry, options: argparse.Namespace) -> int:
             run,
             gates=options.gates or DEFAULT_GATES,
             against_current=not options.no_baseline,
+            against_base=not options.no_base_check,
             accept_failed_checks=options.force_failed_checks,
         )
     except (GateConfigError, RunFolderError, OSError) as exc:

@@ -14,6 +14,7 @@ import pytest
 
 from modal_backend.serving.registry import Registry
 from modal_backend.training.promote import main as promote
+from modal_backend.training.vs_base import JFLEG_DEV, OWN_SET, ROLES, VS_BASE
 
 EXAMPLES = 20
 
@@ -31,6 +32,8 @@ def make_run(
     limit: int | None = None,
     leak_checked: tuple[str, ...] = ("eval-v1",),
     weights: bool = True,
+    jfleg_gain: float | None = 0.05,
+    own_gain: float = 0.0,
 ) -> str:
     registry = Registry(weights_root)
     manifest = {
@@ -44,6 +47,11 @@ def make_run(
             "checked_eval_sets": [{"path": f"{sha}.jsonl", "sha256": sha} for sha in leak_checked],
         },
     }
+    compared = {OWN_SET: own_gain, **({JFLEG_DEV: jfleg_gain} if jfleg_gain is not None else {})}
+    manifest[VS_BASE] = {
+        name: _comparison(weights_root / "compare" / f"{run_id}-{name}", name, gain)
+        for name, gain in compared.items()
+    }
     registry.write_manifest(run_id, manifest)
     merged = registry.run_dir(run_id) / "merged"
     merged.mkdir()
@@ -53,6 +61,31 @@ def make_run(
     if scored:
         _eval_folder(registry.run_dir(run_id) / "eval", f05, error_rate, dataset_sha256, limit)
     return run_id
+
+
+def _comparison(prefix: Path, name: str, gain: float) -> dict[str, object]:
+    """Base and run scored on one comparison set (sentence GLEU per row, corpus GLEU in the
+    summary), the run `gain` ahead of the base on every row, and the manifest's entry."""
+    folders = {}
+    for role, shift in (("base", 0.0), ("tuned", gain)):
+        folder = prefix.parent / f"{prefix.name}-{role}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"dataset_sha256": name, "limit": None}))
+        scores = [0.3 + 0.02 * (index % 7) + shift for index in range(EXAMPLES)]
+        with (folder / "metrics.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["example_id", "backend", "type", "ok", "gleu_sentence", "errant_f05",
+                 "meaning_similarity"]
+            )  # fmt: skip
+            for index, score in enumerate(scores):
+                writer.writerow([f"j-{index:03}", "custom", "grammar", True, score, score, 0.9])
+        mean = sum(scores) / len(scores)
+        backend = {"examples": EXAMPLES, "error_rate": 0.0, "metrics": {"gleu": mean}}
+        (folder / "summary.json").write_text(json.dumps({"backends": {"custom": backend}}))
+        folders[role] = str(folder)
+    entry = {"dataset": f"{name}.jsonl", "dataset_sha256": name, "limit": None}
+    return {**entry, "role": ROLES[name], **folders}
 
 
 def _eval_folder(
@@ -414,3 +447,47 @@ def test_a_custom_gates_file_decides(weights: Path, tmp_path: Path) -> None:
     lenient = tmp_path / "lenient.toml"
     lenient.write_text('[[check]]\nbackend = "custom"\nmetric = "errant_f05"\nmin = 0.25\n')
     assert promote([run_id, "--weights", str(weights), "--gates", str(lenient)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("gains", "failed"),
+    [
+        ({"jfleg_gain": -0.04}, f"vs stock base on {JFLEG_DEV}: gleu_sentence better"),
+        ({"jfleg_gain": 0.0}, f"vs stock base on {JFLEG_DEV}: gleu_sentence better"),
+        ({"own_gain": -0.05}, f"vs stock base on {OWN_SET}: errant_f05 no worse"),
+    ],
+)
+def test_a_run_not_better_than_its_stock_base_is_refused(
+    weights: Path, capsys: pytest.CaptureFixture[str], gains: dict[str, float], failed: str
+) -> None:
+    run_id = make_run(weights, "20261204-120000-worse", **gains)  # type: ignore[arg-type]
+    assert promote([run_id, "--weights", str(weights)]) == 1
+    out = capsys.readouterr().out
+    failing = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert any(failed in line for line in failing), out
+    passing = [line for line in out.splitlines() if line.startswith("PASS")]
+    assert any("errant_f05 >= 0.4" in line for line in passing)  # the report says which held
+    assert not (weights / "current.json").exists()
+
+
+def test_a_run_never_compared_with_its_base_on_jfleg_is_refused_unless_weakened(
+    weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = make_run(weights, "20261204-120000-nojfleg", jfleg_gain=None)
+    assert promote([run_id, "--weights", str(weights)]) == 1
+    assert "not compared with its stock base on JFLEG dev" in capsys.readouterr().out
+    assert promote([run_id, "--weights", str(weights), "--no-base-check"]) == 0
+    (entry,) = Registry(weights).history()
+    assert "--no-base-check: not compared with its stock base" in entry["gate"]["weakened"]
+
+
+def test_the_gate_reports_the_base_comparison_that_held(
+    weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = make_run(weights, "20261204-120000-good")
+    assert promote([run_id, "--weights", str(weights)]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if f"on {JFLEG_DEV}" in line)
+    assert line.startswith("PASS") and "corpus GLEU" in line and "95% CI" in line
+    (entry,) = Registry(weights).history()
+    assert entry["gate"]["vs_base_compared"] is True
