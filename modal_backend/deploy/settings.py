@@ -36,6 +36,10 @@ WEIGHTS_MOUNT = "/weights"
 """Where both apps mount the weights volume: `runs/`, `current.json`, `promotions.jsonl`."""
 HF_CACHE_MOUNT = "/hf-cache"
 """Where both apps mount the Hugging Face download cache (`HF_HOME`)."""
+JFLEG_MOUNT = "/jfleg"
+"""Where training mounts the JFLEG volume (`dev/`, `test/`): the comparison with the stock
+base that the promotion gate asks for. JFLEG's licence keeps it out of the image and the repo;
+the operator fills the volume once (`modal volume put writing-jfleg <jfleg>/dev /dev`)."""
 
 GPU_MEMORY_GB = {
     "L4": 24,
@@ -132,6 +136,9 @@ class DeploySettings(BaseSettings):
     weights_volume: ModalName = "writing-llama-weights"
     """Training writes runs here; the model service reads them."""
     hf_cache_volume: ModalName = "writing-llama-hf-cache"
+    jfleg_volume: ModalName = "writing-jfleg"
+    """JFLEG dev and test, filled by the operator; training compares each run with its base on
+    dev there (an empty volume leaves the run uncompared, and the promotion gate says so)."""
     ui_state_volume: ModalName = "writing-reviewer-state"
     api_key_secret: ModalName = "writing-llama-api-key"
     hf_secret: OptionalModalName = ""

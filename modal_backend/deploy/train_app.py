@@ -9,6 +9,8 @@ trains a LoRA adapter (r=16 on every attention and MLP projection) on Llama 3.1 
     runs/<run_id>/adapter/         the LoRA adapter
     runs/<run_id>/merged/          merged 16-bit weights, what the model service loads
     runs/<run_id>/eval/            the eval harness's scores of the merged model
+    runs/<run_id>/vs-base/         the stock base and the run side by side on our eval set and
+                                   JFLEG dev (from the JFLEG volume), what the gate compares
     runs/<run_id>/manifest.json    base model and revision, datasets and their SHA-256, example
                                    counts, hyperparameters, code version, losses, checks, timings
 
@@ -35,7 +37,12 @@ from typing import Any
 import modal
 
 from modal_backend.deploy.images import project_image
-from modal_backend.deploy.settings import HF_CACHE_MOUNT, WEIGHTS_MOUNT, DeploySettings
+from modal_backend.deploy.settings import (
+    HF_CACHE_MOUNT,
+    JFLEG_MOUNT,
+    WEIGHTS_MOUNT,
+    DeploySettings,
+)
 from modal_backend.deploy.train_inputs import HEADLINE, build_config, local_files, stage_inputs
 from modal_backend.training.config import (
     DEFAULT_BASE_MODEL,
@@ -71,6 +78,9 @@ image = project_image(
 # Training creates both volumes on first use; the model service mounts the same two.
 weights = modal.Volume.from_name(SETTINGS.weights_volume, create_if_missing=True)
 hf_cache = modal.Volume.from_name(SETTINGS.hf_cache_volume, create_if_missing=True)
+# JFLEG (CC BY-NC-SA) never enters the image or the repository: the operator puts dev/ and
+# test/ on this volume once, `modal volume put writing-jfleg <jfleg>/dev /dev` (and /test).
+jfleg = modal.Volume.from_name(SETTINGS.jfleg_volume, create_if_missing=True)
 hf_secrets = (
     [modal.Secret.from_name(SETTINGS.hf_secret, required_keys=["HF_TOKEN"])]
     if SETTINGS.hf_secret
@@ -93,7 +103,11 @@ TRAIN_TIMEOUT_S = 6 * HOURS
     image=image,
     gpu=GPU,  # which GPU? one with room for the merge check's two 16-bit copies
     timeout=TRAIN_TIMEOUT_S,  # how long may a run take? hours, with room to spare
-    volumes={WEIGHTS_MOUNT: weights, HF_CACHE_MOUNT: hf_cache},  # outputs; base-model downloads
+    volumes={  # outputs; base-model downloads; JFLEG for the leakage check and the comparison
+        WEIGHTS_MOUNT: weights,
+        HF_CACHE_MOUNT: hf_cache,
+        JFLEG_MOUNT: jfleg,
+    },
     secrets=hf_secrets,  # a Hub token, only where one is configured
     env=CONTAINER_ENV,  # the same settings, so the same volumes, inside the container
 )
@@ -105,6 +119,7 @@ def train_remote(config: dict[str, Any], files: dict[str, bytes]) -> dict[str, A
 
     from modal_backend.training.pipeline import train
 
+    config = {**config, "jfleg_dir": JFLEG_MOUNT}  # compared with its base on JFLEG dev there
     run_config = stage_inputs(TrainConfig.model_validate(config), files, Path(WEIGHTS_MOUNT))
     return train(run_config, Path(WEIGHTS_MOUNT), on_checkpoint=weights.commit)
 

@@ -103,6 +103,12 @@ class TrainConfig(BaseModel):
         description="CoEdIT examples kept per suggestion type (a seeded sample), so our own "
         "examples are not drowned out; None keeps all.",
     )
+    jfleg_dir: str | None = Field(
+        default=None,
+        description="JFLEG's folder (dev/ and test/ in it): added to the leakage check, and the "
+        "run is scored against its stock base on JFLEG dev after training (the promotion gate "
+        "asks for it). On Modal, the JFLEG volume's mount.",
+    )
     leakage_threshold: float = Field(default=90.0, gt=0.0, le=100.0)
     leak_check: bool = Field(
         default=True,

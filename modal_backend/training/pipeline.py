@@ -27,13 +27,16 @@ from modal_backend.serving.registry import MANIFEST_FILE, Registry, RegistryErro
 from .config import TrainConfig, resolve_path
 from .manifest import STATUS_COMPLETE, finish, new_run_id, start_manifest
 from .runtime import device, device_description, hide_broken_torchvision
+from .vs_base import JFLEG_DEV, VS_BASE, compare_in_process, comparison_sets
 
 if TYPE_CHECKING:
     from .data import TrainingExample
 
 CONFIG_FILE = "train_config.json"
 """The config of a run's first attempt, which every resumed attempt must match."""
-RESUMABLE_FIELDS = frozenset({"max_steps", "eval_limit", "run_eval", "keep_checkpoints"})
+RESUMABLE_FIELDS = frozenset(
+    {"max_steps", "eval_limit", "run_eval", "keep_checkpoints", "jfleg_dir"}
+)
 """What may change between attempts of one run: how long to go on, and what happens after
 training. `code_version` may change too (a fix to a crash is what a resume is for); each
 attempt records its own."""
@@ -250,7 +253,7 @@ class _Run:
 
         config, manifest = self.config, self.manifest
         with self.timed("data_s"):
-            data = build_training_data(config, self.dir / "data")
+            data = build_training_data(self._checked_against_jfleg(), self.dir / "data")
         manifest["datasets"] = data.dataset_records()
         manifest["eval_sets"] = data.eval_sets
         manifest["leakage"] = data.leakage
@@ -365,6 +368,38 @@ class _Run:
                 limit=self.config.eval_limit,
             )
         self.manifest["scored"] = True
+        self._compare_with_base(resolve_path(dataset))
+
+    def _checked_against_jfleg(self) -> TrainConfig:
+        """The config with JFLEG dev and test added to the leakage check, where it names
+        JFLEG's folder: the comparison set must be as unseen as the eval set."""
+        jfleg = Path(self.config.jfleg_dir) if self.config.jfleg_dir else None
+        found = [str(jfleg / s) for s in ("dev", "test") if jfleg and (jfleg / s).is_dir()]
+        extra = tuple(path for path in found if path not in self.config.eval_datasets)
+        if not extra:
+            return self.config
+        return self.config.model_copy(
+            update={"eval_datasets": (*self.config.eval_datasets, *extra)}
+        )
+
+    def _compare_with_base(self, own_set: Path) -> None:
+        """Base and run side by side on our eval set and JFLEG dev (what the promotion gate
+        asks), where the config names JFLEG's folder and the whole eval set was scored."""
+        jfleg = Path(self.config.jfleg_dir) if self.config.jfleg_dir else None
+        sets = comparison_sets(own_set, jfleg)
+        if JFLEG_DEV not in sets or self.config.eval_limit:
+            return
+        from .checks import adapter_base
+
+        with self.timed("vs_base_s"):
+            self.manifest[VS_BASE] = compare_in_process(
+                self.dir,
+                base_model=adapter_base(self.config.base_model, self.config.merge_check_base),
+                merged=self.dir / "merged",
+                sets=sets,
+                version=self.run_id,
+            )
+        self.write()
 
 
 def peak_memory() -> dict[str, float]:

@@ -105,6 +105,49 @@ def score_pair(
     return record(name, dataset, folders["base"], folders["tuned"], limit)
 
 
+def compare_in_process(
+    run_dir: Path, *, base_model: str, merged: Path, sets: Mapping[str, Path], version: str
+) -> dict[str, Any]:
+    """The comparison where the run was trained (a Modal GPU): the stock 16-bit base and the
+    run's merged weights, each on the transformers engine behind our server on loopback, both
+    scored on every set into `run_dir/vs-base/<set>-{base,tuned}`. Returns `vs_base`."""
+    import secrets
+    from contextlib import ExitStack
+
+    from modal_backend.serving.engines.transformers_engine import TransformersEngine
+    from modal_backend.serving.local import serve_in_thread
+    from modal_backend.serving.server import create_app
+
+    key = secrets.token_urlsafe(24)  # this process's own servers: a fresh key, never shown
+    entries: dict[str, Any] = {}
+    with ExitStack() as stack:
+        served = {}
+        for role, path, model_id in (("base", base_model, "base"), ("tuned", merged, version)):
+            engine = TransformersEngine.load(path, model_id=model_id, version=model_id)
+            stack.callback(engine.close)
+            url = stack.enter_context(serve_in_thread(create_app(engine, api_key=key)))
+            label = f"{base_model}, stock" if role == "base" else f"run {version} (merged)"
+            served[role] = Served(url, model_id, key, label)
+        for name, dataset in sets.items():
+            entries[name] = score_pair(
+                name,
+                dataset,
+                base=served["base"],
+                tuned=served["tuned"],
+                out_prefix=run_dir / "vs-base" / name,
+                concurrency=1,
+            )
+    return entries
+
+
+def comparison_sets(own_set: Path | None, jfleg_dir: Path | None) -> dict[str, Path]:
+    """Our eval set and JFLEG dev (from a folder holding `dev/dev.src`), where present."""
+    sets = {OWN_SET: own_set} if own_set is not None else {}
+    if jfleg_dir is not None and (jfleg_dir / "dev" / "dev.src").is_file():
+        sets[JFLEG_DEV] = jfleg_dir / "dev"
+    return sets
+
+
 def record(name: str, dataset: Path, base: Path, tuned: Path, limit: int | None) -> dict[str, Any]:
     """The manifest's entry for one comparison set."""
     return {
@@ -199,4 +242,14 @@ def _corpus_gleu(folder: Path) -> float:
     return float(gleu) if isinstance(gleu, int | float) else float("nan")
 
 
-__all__ = ["JFLEG_DEV", "OWN_SET", "VS_BASE", "Served", "judge", "record", "score_pair"]
+__all__ = [
+    "JFLEG_DEV",
+    "OWN_SET",
+    "VS_BASE",
+    "Served",
+    "compare_in_process",
+    "comparison_sets",
+    "judge",
+    "record",
+    "score_pair",
+]

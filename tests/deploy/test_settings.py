@@ -31,6 +31,7 @@ DOCUMENTED_DEFAULTS = {
     "WRITING_APP_NAME": "writing-suggestions",
     "WRITING_WEIGHTS_VOLUME": "writing-llama-weights",
     "WRITING_HF_CACHE_VOLUME": "writing-llama-hf-cache",
+    "WRITING_JFLEG_VOLUME": "writing-jfleg",
     "WRITING_UI_STATE_VOLUME": "writing-reviewer-state",
     "WRITING_API_KEY_SECRET": "writing-llama-api-key",
     "WRITING_UI_LOGIN_SECRET": "writing-reviewer-login",

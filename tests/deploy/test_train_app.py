@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 import modal_backend.deploy.train_app as job
-from modal_backend.deploy.settings import HF_CACHE_MOUNT, WEIGHTS_MOUNT
+from modal_backend.deploy.settings import HF_CACHE_MOUNT, JFLEG_MOUNT, WEIGHTS_MOUNT
 from modal_backend.deploy.train_inputs import build_config, local_files, stage_inputs
 from modal_backend.training.config import (
     DEFAULT_BASE_MODEL,
@@ -56,6 +56,15 @@ def test_training_runs_on_a_gpu_with_the_weights_volume_mounted() -> None:
     assert isinstance(job.main, modal.app.LocalEntrypoint)
     assert job.promote._spec_.gpus is None
     assert repr(job.promote._spec_.volumes[WEIGHTS_MOUNT]) == repr(job.weights)
+
+
+def test_training_mounts_the_jfleg_volume_for_the_comparison_with_the_base(
+    evaluate: Callable[..., ModuleType],
+) -> None:
+    """JFLEG stays out of the image: training reads it from the operator's volume."""
+    job = evaluate("modal_backend.deploy.train_app", WRITING_JFLEG_VOLUME="jfleg-staging")
+    assert "jfleg-staging" in repr(job.jfleg)
+    assert repr(job.train_remote._spec_.volumes[JFLEG_MOUNT]) == repr(job.jfleg)
 
 
 def test_training_writes_where_the_deployment_reads(evaluate: Callable[..., ModuleType]) -> None:

@@ -550,3 +550,45 @@ def test_the_train_loss_weights_each_logged_value_by_the_steps_it_covers() -> No
     ]
     assert train_loss_from_history(history) == pytest.approx((20 + 10 + 20) / 25)
     assert train_loss_from_history([{"step": 5.0, "eval_loss": 1.0}]) is None
+
+
+def test_the_run_is_compared_with_its_stock_base_where_it_was_trained(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """What the Modal job does after scoring: base and merged run on real transformers
+    engines behind our server, scored side by side on our eval set and a JFLEG-shaped dev set
+    (sentences of ours in JFLEG's layout), recorded for the gate, which then judges them."""
+    from modal_backend.training.vs_base import compare_in_process, comparison_sets, judge
+
+    dev = tmp_path / "jfleg" / "dev"
+    dev.mkdir(parents=True)
+    sources = ["They was late.", "He have two cat."]
+    (dev / "dev.src").write_text("\n".join(sources) + "\n")
+    for index in range(4):
+        (dev / f"dev.ref{index}").write_text("They were late.\nHe has two cats.\n")
+    sets = comparison_sets(trained.eval_file, tmp_path / "jfleg")
+    assert set(sets) == {"writing-eval", "jfleg-dev"}
+    entries = compare_in_process(
+        tmp_path / "run",
+        base_model=str(trained.base),
+        merged=trained.run.path / "merged",
+        sets=sets,
+        version=trained.run.run_id,
+    )
+    assert entries["jfleg-dev"]["role"] == "better" and entries["jfleg-dev"]["limit"] is None
+    for entry in entries.values():
+        for role in ("base", "tuned"):
+            summary = json.loads((Path(entry[role]) / "summary.json").read_text())
+            assert summary["backends"]["custom"]["examples"] == (
+                2 if entry is entries["jfleg-dev"] else len(EVAL_ROWS)
+            )
+    tuned = json.loads(
+        (Path(entries["jfleg-dev"]["tuned"]) / "predictions.jsonl").read_text().splitlines()[0]
+    )
+    assert tuned["model_id"] == trained.run.run_id
+    results, problems = judge({"vs_base": entries})
+    assert problems == []
+    assert {r.name.split(":")[0] for r in results} == {
+        "vs stock base on jfleg-dev",
+        "vs stock base on writing-eval",
+    }
