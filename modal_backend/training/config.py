@@ -15,9 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE_MODEL = "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
 DEFAULT_TRAIN_SET = "datasets/train/writing-train-v1.jsonl"
 AUGMENTED_TRAIN_SET = "datasets/train/writing-train-augmented-v1.jsonl"
-DEFAULT_TRAIN_SETS = (DEFAULT_TRAIN_SET, AUGMENTED_TRAIN_SET)
-"""Our hand-written examples and the seeded error injections into our own clean sentences
-(`python -m modal_backend.training.augment`); the data card says how each was made."""
+V2_TRAIN_SET = "datasets/train/writing-train-v2.jsonl"
+DEFAULT_TRAIN_SETS = (DEFAULT_TRAIN_SET, V2_TRAIN_SET)
+"""Our hand-written examples and training data v2: learner errors injected into our own
+passages of many registers, in keeping with each passage's tense, and passages that come back
+unchanged (`python -m modal_backend.training.augment_v2`; its data card says how it was made).
+The v1 augmented set stays in the repository for comparison; its tense rule taught "present ->
+past" and it is no longer a default."""
 DEFAULT_EVAL_SET = "datasets/eval/writing-eval-v1.jsonl"
 COEDIT = "coedit"
 """A dataset name, not a path: CoEdIT (`grammarly/coedit`) fetched from the Hugging Face Hub."""

@@ -76,7 +76,8 @@ def main(options: argparse.Namespace) -> int:
 
     registry = Registry(options.weights)
     jfleg = jfleg_dev(options.jfleg)
-    eval_sets = [str(REPO_ROOT / DEFAULT_EVAL_SET), *([str(jfleg)] if jfleg else [])]
+    held_out = [jfleg, jfleg.parent / "test"] if jfleg else []
+    eval_sets = [str(REPO_ROOT / DEFAULT_EVAL_SET), *(str(p) for p in held_out if p.is_dir())]
     run_id = options.run_id
     if run_id is not None and run_id not in registry.run_ids():
         print(f"error: no run {run_id!r} in {options.weights}", file=sys.stderr)
