@@ -43,7 +43,7 @@ cli-demo: $(DEMO_STAMP)
 serve: $(DEMO_STAMP)
 	$(BIN)/python -m modal_backend.serving.serve --model default --alias writing-llama
 
-# Our own model on this CPU: train the LoRA (about 30 min on 2 cores), check it, score base and
+# Our own model on this CPU: train the LoRA (about 40 min on 2 cores), check it, score base and
 # run on our eval set and JFLEG dev, compare, promote into artifacts/weights, and export the
 # adapter into models/writing-smollm2-lora/.
 finetune: $(STAMP)
