@@ -15,6 +15,7 @@ from .augment_rules import (
     Context,
     Rule,
     like,
+    one_of,
     sub_one,
     word_after,
     word_before,
@@ -115,8 +116,7 @@ def wordiness(text: str, rng: random.Random, ctx: Context) -> str | None:
     options.append(
         sub_one(text, _BEFORE_AFTER, lambda m: like(m.group(1), prior[m.group(1).lower()]), rng)
     )
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 _REDUNDANT = {
@@ -162,8 +162,7 @@ def redundancy(text: str, rng: random.Random, ctx: Context) -> str | None:
         sub_one(text, _EACH, lambda m: f"{m.group(1)} and every ", rng),
         sub_one(text, _DIMENSION, dimension, rng),
     ]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 _OBJECT_DET = r"(?=(?:the|a|an|his|her|their|our|my|its|every|each|all|some|two|three|ten)\b)"
@@ -401,8 +400,7 @@ def cliche(text: str, rng: random.Random, ctx: Context) -> str | None:
         return like(m.group(0), _PHRASES[word])
 
     options = [sub_one(text, _SIMILE, simile, rng), sub_one(text, _PHRASE_PATTERN, phrase, rng)]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 _ECHOES = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from suggestions.contract import SuggestionType
@@ -73,6 +73,12 @@ def sub_one(
         return None
     match, new = options[rng.randrange(len(options))]
     return text[: match.start()] + new + text[match.end() :]
+
+
+def one_of(options: Sequence[str | None], rng: random.Random) -> str | None:
+    """One of the corruptions a rule found, drawn at random; None if it found none."""
+    found = [option for option in options if option is not None]
+    return found[rng.randrange(len(found))] if found else None
 
 
 def word_before(text: str, index: int) -> str:
@@ -273,8 +279,7 @@ def preposition(text: str, rng: random.Random, ctx: Context) -> str | None:
     options = [table_rule(PREPOSITIONS)(text, rng, ctx)]
     if _YEAR.search(text):
         options.append(sub_one(text, _YEAR, lambda m: f"on {m.group(1)}", rng))
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 # --- spelling ----------------------------------------------------------------------------------
@@ -388,8 +393,7 @@ def homophone(text: str, rng: random.Random, ctx: Context) -> str | None:
     """A sound-alike for the right word: its/it's, their/there, than/then, "could of"."""
     options = [table_rule(HOMOPHONES, _subjunctive)(text, rng, ctx)]
     options.append(sub_one(text, _COULD_HAVE, lambda m: f"{m.group(1)} of", rng))
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 GRAMMAR_RULES: tuple[Rule, ...] = (

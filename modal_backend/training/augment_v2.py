@@ -40,7 +40,7 @@ from .augment import (
     load_pool,
     render,
 )
-from .augment_rules import Context, Rule
+from .augment_rules import Context
 from .config import REPO_ROOT
 from .data import normalize
 from .learner_rules import LEARNER_RULES, PassageContext, Tense
@@ -181,10 +181,13 @@ def _row(passage: Passage, source: str, tags: list[str], rules: str, seed: int) 
     }
 
 
-def build_rows(seed: int = DEFAULT_SEED, folder: str = CLEAN_DIR) -> list[dict[str, Any]]:
-    """The whole v2 set: grammar rows from the v2 passages, clarity and style rows from the v1
-    rewriting rules over the v1 and v2 clean text."""
-    passages = load_passages(REPO_ROOT / folder)
+def build_rows(
+    seed: int = DEFAULT_SEED, passages: Sequence[Passage] | None = None
+) -> list[dict[str, Any]]:
+    """The whole v2 set: grammar rows from the v2 passages (by default `clean-v2/`), clarity
+    and style rows from the v1 rewriting rules over the v1 and v2 clean text."""
+    if passages is None:
+        passages = load_passages(REPO_ROOT / CLEAN_DIR)
     v1_pool = load_pool(REPO_ROOT / CLEAN_SENTENCES, REPO_ROOT / BASE_SET)
     v2_pool = [CleanLine(p.text, p.register, f"clean-v2/{p.origin}") for p in passages]
     pool = [*v1_pool, *v2_pool]
@@ -245,7 +248,8 @@ def card(rows: Sequence[dict[str, Any]], passages: Sequence[Passage], seed: int)
         "|---|---|---:|---:|",
     ]
     lines += [
-        f"| `{r.name}` | {r.summary} | {first[r.name]} | {families[r.name]} |" for r in _rules()
+        f"| `{r.name}` | {r.summary} | {first[r.name]} | {families[r.name]} |"
+        for r in LEARNER_RULES
     ]
     lines += ["", "## Grammar rows by register and tense", "", "| register | tense | rows |"]
     lines.append("|---|---|---:|")
@@ -255,10 +259,6 @@ def card(rows: Sequence[dict[str, Any]], passages: Sequence[Passage], seed: int)
     tag_counts = Counter(tag for row in rows for tag in row["tags"])
     lines += [f"| {tag} | {n} |" for tag, n in sorted(tag_counts.items())]
     return "\n".join(lines) + "\n"
-
-
-def _rules() -> tuple[Rule, ...]:
-    return LEARNER_RULES
 
 
 def _count(rows: Sequence[dict[str, Any]], key: str) -> list[tuple[str, int]]:
@@ -273,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--check", action="store_true", help="exit 1 if the files have drifted")
     options = parser.parse_args(argv)
-    rows = build_rows(options.seed)
     passages = load_passages(REPO_ROOT / CLEAN_DIR)
+    rows = build_rows(options.seed, passages)
     outputs = {
         REPO_ROOT / V2_SET: render(rows),
         REPO_ROOT / V2_CARD: card(rows, passages, options.seed),

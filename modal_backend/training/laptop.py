@@ -188,7 +188,8 @@ def side_by_side(
     stock = "SmolLM2-135M-Instruct, stock"
     extra = {}
     if name == OWN_SET:
-        extra = {"baseline": Served(base.url, base.model, key, f"{stock}, old generic prompt")}
+        old_prompt = f"{stock}, old generic prompt"
+        extra = {"baseline": Served(base.url, base.model, key, old_prompt, build_baseline_messages)}
     entry = score_pair(
         name,
         dataset,
@@ -198,7 +199,6 @@ def side_by_side(
         concurrency=options.concurrency,
         limit=options.limit,
         extra_base=extra,
-        extra_prompts={"baseline": build_baseline_messages},
     )
     return entry, summarize_pair(run, name, entry, prefix, options.limit)
 

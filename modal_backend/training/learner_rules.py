@@ -28,6 +28,7 @@ from .augment_rules import (
     capitalization,
     homophone,
     like,
+    one_of,
     punctuation,
     sub_one,
     table_rule,
@@ -122,8 +123,7 @@ def agreement(text: str, rng: random.Random, ctx: Context) -> str | None:
 
         options.append(sub_one(text, _THIRD_PATTERN, drop_s, rng))
         options.append(sub_one(text, _BASE_PATTERN, add_s, rng))
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 def tense_slip(text: str, rng: random.Random, ctx: Context) -> str | None:
@@ -171,8 +171,7 @@ def verb_pattern(text: str, rng: random.Random, ctx: Context) -> str | None:
 
     options.append(sub_one(text, _MODAL_BASE, after_modal, rng))
     options.append(sub_one(text, _TO_BASE, after_to, rng))
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 # --- nouns: number and countability -------------------------------------------------------------
@@ -230,8 +229,7 @@ def noun_number(text: str, rng: random.Random, ctx: Context) -> str | None:
         sub_one(text, _PLURAL_AFTER, to_singular, rng),
         sub_one(text, _SINGULAR_AFTER, to_plural, rng),
     ]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 UNCOUNTABLE = word_set(
@@ -302,8 +300,7 @@ def word_order(text: str, rng: random.Random, ctx: Context) -> str | None:
         sub_one(text, _FREQUENCY, adverb_after, rng),
         sub_one(text, _ENOUGH, enough_before, rng),
     ]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 # --- missing and extra words -------------------------------------------------------------------
@@ -325,8 +322,7 @@ def missing_word(text: str, rng: random.Random, ctx: Context) -> str | None:
         sub_one(text, _OF, lambda m: f"{m.group(1)} " if m.group(1) != "all" else None, rng),
         sub_one(text, _LISTEN, lambda m: f"{m.group(1)} ", rng),
     ]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 COMPARATIVES = word_set(
@@ -358,8 +354,7 @@ def extra_word(text: str, rng: random.Random, ctx: Context) -> str | None:
         sub_one(text, _EXTRA_TARGETS, lambda m: _EXTRA_PREPOSITION[m.group(0)], rng),
         sub_one(text, _I_AGREE, lambda m: "I am agree", rng),
     ]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 # --- prepositions and spelling, widened for learners -------------------------------------------
@@ -415,8 +410,7 @@ def spelling(text: str, rng: random.Random, ctx: Context) -> str | None:
         typo(text, rng, ctx),
         dropped_letter(text, rng, ctx),
     ]
-    found = [option for option in options if option is not None]
-    return found[rng.randrange(len(found))] if found else None
+    return one_of(options, rng)
 
 
 LEARNER_RULES: tuple[Rule, ...] = (

@@ -43,12 +43,13 @@ NO_WORSE_METRICS = ("errant_f05", "gleu_sentence", "meaning_similarity")
 
 @dataclass(frozen=True)
 class Served:
-    """A model id on a model service, with the prompt to ask it with."""
+    """A model id on a model service, with the prompt to ask it with (None: our task prompt)."""
 
     url: str
     model: str
     api_key: str
     label: str
+    prompt: Callable[..., Any] | None = None
 
 
 def score_pair(
@@ -61,34 +62,32 @@ def score_pair(
     concurrency: int = 8,
     limit: int | None = None,
     extra_base: Mapping[str, Served] | None = None,
-    extra_prompts: Mapping[str, Callable[..., Any]] | None = None,
 ) -> dict[str, Any]:
     """Score base and run on `dataset` with our task prompt into `<out_prefix>-base` and
     `-tuned` (resumed if interrupted), and return the manifest entry for them. `extra_base`
-    adds more columns to the base folder (e.g. the old generic prompt), with their prompts."""
+    adds more columns to the base folder (e.g. the old generic prompt)."""
     from eval.runner import RunPlan
     from eval.runner import run as run_eval
     from eval.scoring import score_run
     from suggestions.backends import ChatBackend
     from suggestions.prompts import build_messages
 
-    def column(slot: str, served: Served, prompt: Callable[..., Any]) -> ChatBackend:
+    def column(slot: str, served: Served) -> ChatBackend:
         return ChatBackend(
             name=slot,
             base_url=served.url,
             model=served.model,
             api_key=served.api_key,
             label=served.label,
-            build_prompt=prompt,
+            build_prompt=served.prompt or build_messages,
         )
 
     columns: dict[str, dict[str, ChatBackend]] = {
-        "base": {BACKEND: column(BACKEND, base, build_messages)},
-        "tuned": {BACKEND: column(BACKEND, tuned, build_messages)},
+        "base": {BACKEND: column(BACKEND, base)},
+        "tuned": {BACKEND: column(BACKEND, tuned)},
     }
     for slot, served in (extra_base or {}).items():
-        prompt = (extra_prompts or {}).get(slot, build_messages)
-        columns["base"][slot] = column(slot, served, prompt)
+        columns["base"][slot] = column(slot, served)
     folders = {role: Path(f"{out_prefix}-{role}").resolve() for role in columns}
     for role, folder in folders.items():
         plan = RunPlan(
