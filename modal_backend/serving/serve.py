@@ -27,7 +27,7 @@ from suggestions.keys import read_api_key
 from .engines.base import Engine
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 from .server import ServiceLimits, create_app
-from .smollm2 import SMOLLM2_MODEL_ID, ensure_smollm2
+from .local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from .weights import SERVED_MODEL_ID
 
 SMOLLM2 = "smollm2"

@@ -136,7 +136,7 @@ def base_model_path(name: str) -> str:
     folder, as given."""
     if name != "smollm2":
         return name
-    from modal_backend.serving.smollm2 import ensure_smollm2
+    from modal_backend.serving.local_bases import ensure_smollm2
 
     return str(ensure_smollm2())
 

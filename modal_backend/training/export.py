@@ -24,7 +24,7 @@ from modal_backend.serving.shipped_adapter import (
     WEIGHT_FILES,
     sha256_file,
 )
-from modal_backend.serving.smollm2 import SMOLLM2_GGUF
+from modal_backend.serving.local_bases import SMOLLM2_GGUF
 from modal_backend.serving.weights import SERVED_MODEL_ID
 
 BASE_NAME = "smollm2"

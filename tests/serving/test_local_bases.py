@@ -14,7 +14,7 @@ import pytest
 
 from modal_backend.serving.end_of_turn import end_of_turn_id, end_of_turn_token
 from modal_backend.serving.engines.transformers_engine import TransformersEngine, stop_token_ids
-from modal_backend.serving.smollm2 import MARKER, SMOLLM2_GGUF, SMOLLM2_MODEL_ID, ensure_smollm2
+from modal_backend.serving.local_bases import MARKER, SMOLLM2_GGUF, SMOLLM2_MODEL_ID, ensure_smollm2
 from suggestions.prompts import build_messages
 from tests.model_service_support import GRAMMAR_REQUEST, auth, running_service
 
