@@ -20,14 +20,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from suggestions.errors import ConfigurationError
 from suggestions.keys import read_api_key
 
 from .engines.base import Engine
+from .local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 from .server import ServiceLimits, create_app
-from .local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from .weights import SERVED_MODEL_ID
 
 SMOLLM2 = "smollm2"
@@ -59,14 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter",
         action="append",
         default=[],
-        help="a LoRA adapter: ID=FOLDER serves it as model ID beside the base (vllm, "
-        "repeatable); a bare FOLDER is loaded onto the model (transformers)",
+        help="a LoRA adapter: ID=FOLDER serves it as model ID beside the base (vllm and "
+        "llamacpp, repeatable; llamacpp also takes ID=FILE.gguf, a GGUF LoRA); a bare FOLDER "
+        "is loaded onto the model (transformers)",
     )
     parser.add_argument(
         "--weights",
         type=Path,
         help="a weights root (runs/ + current.json): its promoted run's adapter is served as "
-        f"{SERVED_MODEL_ID!r} and followed through promotions and rollbacks (vllm)",
+        f"{SERVED_MODEL_ID!r} and followed through promotions and rollbacks (vllm, llamacpp)",
     )
     parser.add_argument(
         "--speculative",
@@ -153,30 +155,7 @@ def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
     if engine_kind == "vllm":
         return _vllm_loader(args)
     if engine_kind == "llamacpp":
-        if args.adapter:
-            raise ValueError("--adapter needs --engine transformers")
-        if args.model == "default":
-            path = ensure_model(LOCAL_DEFAULT, progress=sys.stderr.isatty())
-            model_id = args.model_id or LOCAL_DEFAULT.model_id
-        else:
-            path = Path(args.model)
-            if not path.is_file():
-                raise FileNotFoundError(f"no GGUF file at {path}")
-            model_id = args.model_id or path.stem
-
-        def load_gguf() -> Engine:
-            from .engines.llamacpp_engine import LlamaCppEngine
-
-            return LlamaCppEngine(
-                path,
-                model_id=model_id,
-                version=version or "local",
-                context_tokens=args.context_tokens,
-                parallel=args.parallel or 1,
-                threads=args.threads,
-            )
-
-        return load_gguf
+        return _llamacpp_loader(args)
     folder, folder_model_id = _model_folder(args)
     if len(args.adapter) > 1 or any("=" in each for each in args.adapter) or args.weights:
         raise ValueError(
@@ -199,6 +178,53 @@ def _loader(args: argparse.Namespace, engine_kind: str) -> Callable[[], Engine]:
     return load_folder
 
 
+def _llamacpp_loader(args: argparse.Namespace) -> Callable[[], Engine]:
+    if args.model == "default":
+        path = ensure_model(LOCAL_DEFAULT, progress=sys.stderr.isatty())
+        model_id = args.model_id or LOCAL_DEFAULT.model_id
+    else:
+        path = Path(args.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {path}")
+        model_id = args.model_id or path.stem
+    adapters = {
+        key: (adapter, adapter_version(adapter))
+        for key, adapter in parse_adapters(args.adapter, gguf_files=True).items()
+    }
+    _check_adapter_ids(args, model_id, adapters)
+
+    def load_gguf() -> Engine:
+        from .engines.llamacpp_engine import LlamaCppEngine
+
+        engine = LlamaCppEngine(
+            path,
+            model_id=model_id,
+            version=args.model_version or "local",
+            context_tokens=args.context_tokens,
+            parallel=args.parallel or 1,
+            threads=args.threads,
+            adapters=adapters,
+        )
+        _follow_promotions(args, engine)
+        return engine
+
+    return load_gguf
+
+
+def _check_adapter_ids(args: argparse.Namespace, model_id: str, adapters: dict[str, Any]) -> None:
+    if args.weights is not None and SERVED_MODEL_ID in adapters:
+        raise ValueError(f"--weights serves {SERVED_MODEL_ID!r}; do not also give it as --adapter")
+    if model_id in adapters:
+        raise ValueError(f"{model_id!r} is the base model's id; give the adapter another")
+
+
+def _follow_promotions(args: argparse.Namespace, engine: Any) -> None:
+    if args.weights is not None:
+        from .promotion_follower import PromotionFollower
+
+        PromotionFollower(engine, args.weights, model_id=SERVED_MODEL_ID).start()
+
+
 def _model_folder(args: argparse.Namespace) -> tuple[Path, str | None]:
     if args.model == "default":
         raise ValueError(f"the {args.engine} engine needs --model with a model folder or smollm2")
@@ -211,8 +237,9 @@ def _model_folder(args: argparse.Namespace) -> tuple[Path, str | None]:
     return folder, model_id
 
 
-def parse_adapters(values: Sequence[str]) -> dict[str, Path]:
-    """`ID=FOLDER` pairs; each folder must hold a LoRA adapter."""
+def parse_adapters(values: Sequence[str], *, gguf_files: bool = False) -> dict[str, Path]:
+    """`ID=PATH` pairs; each path must be a LoRA adapter folder (or, for llama.cpp, a GGUF
+    LoRA file)."""
     adapters: dict[str, Path] = {}
     for value in values:
         model_id, sep, folder = value.partition("=")
@@ -221,7 +248,9 @@ def parse_adapters(values: Sequence[str]) -> dict[str, Path]:
         if model_id in adapters:
             raise ValueError(f"--adapter {model_id!r} is given twice")
         path = Path(folder)
-        if not (path / "adapter_config.json").is_file():
+        if gguf_files and path.suffix == ".gguf" and path.is_file():
+            pass
+        elif not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path} is not a LoRA adapter folder")
         adapters[model_id] = path
     return adapters
@@ -233,10 +262,7 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
     adapters = {
         key: (path, adapter_version(path)) for key, path in parse_adapters(args.adapter).items()
     }
-    if args.weights is not None and SERVED_MODEL_ID in adapters:
-        raise ValueError(f"--weights serves {SERVED_MODEL_ID!r}; do not also give it as --adapter")
-    if model_id in adapters:
-        raise ValueError(f"{model_id!r} is the base model's id; give the adapter another")
+    _check_adapter_ids(args, model_id, adapters)
 
     def load() -> Engine:
         from .engines.vllm_engine import VLLMEngine, VLLMSettings
@@ -253,10 +279,7 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
             adapters=adapters,
             settings=settings,
         )
-        if args.weights is not None:
-            from .promotion_follower import PromotionFollower
-
-            PromotionFollower(engine, args.weights, model_id=SERVED_MODEL_ID).start()
+        _follow_promotions(args, engine)
         return engine
 
     return load
@@ -264,9 +287,13 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
 
 def adapter_version(path: Path) -> str:
     """An adapter folder's version: its manifest's (once its files match the manifest's
-    SHA-256, as for the shipped adapter), else the folder name."""
+    SHA-256, as for the shipped adapter), else the folder name; a GGUF LoRA's own."""
     from .shipped_adapter import MANIFEST, AdapterUnavailable, verified_adapter
 
+    if path.is_file():
+        from .gguf_lora import adapter_version as gguf_version
+
+        return gguf_version(path) or path.stem
     if not (path / MANIFEST).is_file():
         return path.name
     try:

@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--base-model",
         default=DEFAULT_BASE_MODEL,
-        help="Hub id, local folder, or 'smollm2' (SmolLM2-135M-Instruct, our laptop-sized base)",
+        help="Hub id, local folder, 'smollm2' (SmolLM2-135M-Instruct, our laptop-sized base) or "
+        "'qwen1.5b' (Qwen2.5-Coder-1.5B-Instruct, the laptop stand-in)",
     )
     train.add_argument("--run-id", default=None, help="an unfinished run to resume")
     train.add_argument("--no-4bit", action="store_true", help="train a 16-bit base (GPU)")
@@ -132,13 +133,12 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def base_model_path(name: str) -> str:
-    """`smollm2` is our small local base, converted once; anything else is a Hub id or a
-    folder, as given."""
-    if name != "smollm2":
-        return name
-    from modal_backend.serving.local_bases import ensure_smollm2
+    """`smollm2` and `qwen1.5b` are our local bases, converted once from their GGUF files;
+    anything else is a Hub id or a folder, as given."""
+    from modal_backend.serving.local_bases import HF_BASES, ensure_hf_base
 
-    return str(ensure_smollm2())
+    base = HF_BASES.get(name)
+    return str(ensure_hf_base(base)) if base else name
 
 
 def config_from_options(options: argparse.Namespace) -> TrainConfig:

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from modal_backend.serving.local_bases import SMOLLM2_GGUF
 from modal_backend.serving.registry import Run
 from modal_backend.serving.shipped_adapter import (
     MANIFEST,
@@ -24,7 +25,6 @@ from modal_backend.serving.shipped_adapter import (
     WEIGHT_FILES,
     sha256_file,
 )
-from modal_backend.serving.local_bases import SMOLLM2_GGUF
 from modal_backend.serving.weights import SERVED_MODEL_ID
 
 BASE_NAME = "smollm2"
