@@ -45,10 +45,26 @@ class HfBase:
     """What `--base-model` and `--model` accept."""
     gguf: PartModel
     folder_name: str
+    public_id: str
+    """The model's own name where it is published (written into an exported adapter)."""
+    label: str
+    """How a column or a report names the stock model."""
 
 
-SMOLLM2 = HfBase("smollm2", SMOLLM2_GGUF, "smollm2-135m-instruct-hf")
-QWEN_15B = HfBase("qwen1.5b", LOCAL_DEFAULT, "qwen2.5-coder-1.5b-instruct-hf")
+SMOLLM2 = HfBase(
+    "smollm2",
+    SMOLLM2_GGUF,
+    "smollm2-135m-instruct-hf",
+    public_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    label="SmolLM2-135M-Instruct",
+)
+QWEN_15B = HfBase(
+    "qwen1.5b",
+    LOCAL_DEFAULT,
+    "qwen2.5-coder-1.5b-instruct-hf",
+    public_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    label="Qwen2.5-Coder-1.5B-Instruct",
+)
 HF_BASES = {base.name: base for base in (SMOLLM2, QWEN_15B)}
 
 

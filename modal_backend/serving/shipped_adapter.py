@@ -1,8 +1,10 @@
-"""The fine-tuned adapter that ships in the repository, so a fresh machine serves our own run.
+"""The fine-tuned adapters that ship in the repository, so a fresh machine serves our own run.
 
-`models/writing-smollm2-lora/` holds a LoRA adapter for SmolLM2-135M-Instruct (its config and
-weights), a `manifest.json` that says which run made it, from which training data (with their
-SHA-256) and how it scored, and the SHA-256 of each file. `make finetune` regenerates it.
+`models/writing-qwen-lora/` holds a LoRA adapter for the Qwen2.5-Coder-1.5B stand-in (served by
+llama.cpp as a GGUF LoRA) and `models/writing-smollm2-lora/` one for SmolLM2-135M-Instruct
+(served by vLLM): each has its config and weights, a `manifest.json` that says which run made
+it, from which training data (with their SHA-256) and how it scored, and the SHA-256 of each
+file. `make finetune` regenerates them.
 `verified_adapter` checks every file against the manifest before anything serves it: a missing
 or damaged adapter is refused with a message that says what to do, and callers fall back.
 """
@@ -17,10 +19,12 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_ADAPTER = REPO_ROOT / "models" / "writing-smollm2-lora"
+SHIPPED_QWEN_ADAPTER = REPO_ROOT / "models" / "writing-qwen-lora"
 MANIFEST = "manifest.json"
 WEIGHT_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MAX_BYTES = 10_000_000
-"""The adapter stays small enough to live in git: LoRA weights only, never a merged model."""
+MAX_BYTES = 24_000_000
+"""An adapter stays small enough to live in git: LoRA weights only, never a merged model. A
+rank-8 LoRA on every projection of the 1.5B stand-in is about 18 MB in fp16 (SmolLM2's, 5 MB)."""
 
 
 class AdapterUnavailable(RuntimeError):

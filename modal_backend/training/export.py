@@ -1,11 +1,12 @@
-"""Export a run's LoRA adapter into the repository (`models/writing-smollm2-lora/`).
+"""Export a run's LoRA adapter into the repository (`models/writing-smollm2-lora/` for SmolLM2,
+`models/writing-qwen-lora/` for the Qwen stand-in).
 
 The adapter's weights are stored in float16 (half the bytes of the fp32 training copy, within
-the 10 MB a repository file may take; vLLM and PEFT upcast them on load), its config keeps
-PEFT's fields with the base named by its public id, and `manifest.json` records where it came
-from: the run and its version, the base model, each training file with its SHA-256, the recipe,
-the losses, the eval headline, and the SHA-256 of every file shipped (checked on load by
-`modal_backend.serving.shipped_adapter`).
+the size a repository file may take here; vLLM, PEFT and the GGUF LoRA writer upcast them), its
+config keeps PEFT's fields with the base named by its public id, and `manifest.json` records
+where it came from: the run and its version, the base model, each training file with its
+SHA-256, the recipe, the losses, the eval headline, and the SHA-256 of every file shipped
+(checked on load by `modal_backend.serving.shipped_adapter`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from modal_backend.serving.local_bases import SMOLLM2_GGUF
+from modal_backend.serving.local_bases import SMOLLM2, HfBase
 from modal_backend.serving.registry import Run
 from modal_backend.serving.shipped_adapter import (
     MANIFEST,
@@ -27,13 +28,13 @@ from modal_backend.serving.shipped_adapter import (
 )
 from modal_backend.serving.weights import SERVED_MODEL_ID
 
-BASE_NAME = "smollm2"
-"""How the serve CLI names the base (`--model smollm2`): converted from the GGUF below."""
-PUBLIC_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
 
 def export_adapter(
-    run: Run, dest: Path = SHIPPED_ADAPTER, *, evaluation: dict[str, Any] | None = None
+    run: Run,
+    dest: Path = SHIPPED_ADAPTER,
+    *,
+    evaluation: dict[str, Any] | None = None,
+    base: HfBase = SMOLLM2,
 ) -> dict[str, Any]:
     """Write the run's adapter and manifest into `dest` (replacing what was there, whole)."""
     import torch
@@ -51,7 +52,7 @@ def export_adapter(
         }
         save_file(half, str(partial / "adapter_model.safetensors"), metadata={"format": "pt"})
         config = json.loads((run.adapter_path / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = PUBLIC_BASE
+        config["base_model_name_or_path"] = base.public_id
         (partial / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         size = sum((partial / name).stat().st_size for name in WEIGHT_FILES)
         if size > MAX_BYTES:
@@ -59,7 +60,7 @@ def export_adapter(
                 f"the adapter is {size:,} bytes, over the {MAX_BYTES:,} a repository file may "
                 "take: train a smaller rank (--lora-r)"
             )
-        manifest = shipped_manifest(run, partial, evaluation)
+        manifest = shipped_manifest(run, partial, evaluation, base)
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for item in partial.iterdir():
             item.chmod(0o644)  # safetensors writes owner-only files; these are shared
@@ -71,7 +72,7 @@ def export_adapter(
 
 
 def shipped_manifest(
-    run: Run, folder: Path, evaluation: dict[str, Any] | None = None
+    run: Run, folder: Path, evaluation: dict[str, Any] | None = None, base: HfBase = SMOLLM2
 ) -> dict[str, Any]:
     source = run.manifest
     losses = {k: v for k, v in (source.get("losses") or {}).items() if k != "history"}
@@ -82,11 +83,11 @@ def shipped_manifest(
         "run_id": run.run_id,
         "code_version": source.get("code_version"),
         "base": {
-            "name": BASE_NAME,
-            "public_id": PUBLIC_BASE,
-            "gguf_file": SMOLLM2_GGUF.file_name,
-            "gguf_sha256": SMOLLM2_GGUF.sha256,
-            "from_package": f"{SMOLLM2_GGUF.distributions[0]}=={SMOLLM2_GGUF.version}",
+            "name": base.name,
+            "public_id": base.public_id,
+            "gguf_file": base.gguf.file_name,
+            "gguf_sha256": base.gguf.sha256,
+            "from_package": ", ".join(base.gguf.requirements()),
         },
         "training_data": [
             {"path": d.get("path"), "sha256": d.get("sha256"), "rows": d.get("rows")}

@@ -1,16 +1,22 @@
 """`make finetune`: our own model, trained, proven and promoted on a laptop CPU.
 
     python -m modal_backend.training laptop --weights artifacts/weights
+    python -m modal_backend.training laptop --base-model qwen1.5b --weights artifacts/qwen-weights
 
-1. trains a LoRA on SmolLM2-135M-Instruct with the laptop recipe (`LAPTOP_RECIPE`) and runs the
-   post-training checks (the same `train` as the Modal GPU job);
-2. serves the stock base and the run's adapter from one vLLM engine (the production pairing);
+1. trains a LoRA on the base (SmolLM2-135M-Instruct by default, or the Qwen2.5-Coder-1.5B
+   stand-in) with its laptop recipe and runs the post-training checks (the same `train` as the
+   Modal GPU job);
+2. serves the stock base and the run's adapter from one engine (the production pairing): vLLM
+   for SmolLM2; llama.cpp for Qwen, the run as a GGUF LoRA on the Q4 GGUF (vLLM in fp32 is far
+   too slow for a 1.5B on a laptop CPU);
 3. scores the run on our eval set into its own eval folder (what the promotion gate reads);
 4. scores base and run side by side with the eval harness on our eval set and on JFLEG dev
-   (held out of training), into `runs/<run>-<set>-base` and `-tuned`, and compares them with a
-   paired bootstrap (`runs/<run>-<set>-comparison.md`);
+   (held out of training), into `runs/<run>-<set>-base` (the stock base with our task prompt,
+   and with the old generic prompt as production's baseline) and `-tuned`, and compares them
+   with a paired bootstrap (`runs/<run>-<set>-comparison.md`);
 5. promotes the run in the weights root through the promotion gate;
-6. exports the adapter into the repository (`models/writing-smollm2-lora/`), with its manifest.
+6. exports the adapter into the repository (`models/writing-smollm2-lora/` or
+   `models/writing-qwen-lora/`), with its manifest.
 
 `--run-id` continues a run that has already trained (steps it has done are not repeated).
 """
@@ -21,10 +27,13 @@ import argparse
 import os
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modal_backend.serving.local_bases import QWEN_15B, SMOLLM2, HfBase
 from modal_backend.serving.registry import Registry, Run
+from modal_backend.serving.shipped_adapter import SHIPPED_ADAPTER, SHIPPED_QWEN_ADAPTER
 from modal_backend.serving.weights import SERVED_MODEL_ID
 
 from .config import DEFAULT_EVAL_SET, REPO_ROOT
@@ -44,7 +53,50 @@ LAPTOP_RECIPE: tuple[str, ...] = (
 )
 """One pass over our 2,768 examples at r=8: about 40 minutes on 2 CPU cores, where two passes at
 r=16 would take an hour; r=8 also keeps the shipped adapter under 5 MB."""
-BASE_ID = "smollm2-135m-instruct"
+QWEN_RECIPE: tuple[str, ...] = (
+    "--epochs",
+    "1",
+    "--max-steps",
+    "60",
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "1",
+    "--lora-r",
+    "8",
+    "--lora-alpha",
+    "16",
+    "--max-seq-length",
+    "512",
+    "--logging-steps",
+    "5",
+    "--save-steps",
+    "10",
+    "--eval-fraction",
+    "0.02",
+    "--eval-steps",
+    "1000",
+)
+"""240 examples (a seeded sample of the same set) at about 50 s a step on 2 CPU cores: under an
+hour, checkpointed every 10 steps (about 8 minutes) so `--run-id` resumes a stopped run. The
+stock 1.5B already follows the task prompt; the run teaches it minimal edits."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaptopBase:
+    """A base `make finetune` can train, and how its pair is served and shipped."""
+
+    base: HfBase
+    recipe: tuple[str, ...]
+    engine: str
+    """vllm (SmolLM2 in fp32) or llamacpp (the run as a GGUF LoRA on the Q4 GGUF)."""
+    export_to: Path
+
+
+LAPTOP_BASES = {
+    SMOLLM2.name: LaptopBase(SMOLLM2, LAPTOP_RECIPE, "vllm", SHIPPED_ADAPTER),
+    QWEN_15B.name: LaptopBase(QWEN_15B, QWEN_RECIPE, "llamacpp", SHIPPED_QWEN_ADAPTER),
+}
 JFLEG_CANDIDATES = (
     os.environ.get("JFLEG_DIR", ""),
     str(REPO_ROOT.parent / "shared" / "data" / "jfleg"),
@@ -54,6 +106,13 @@ JFLEG_CANDIDATES = (
 def add_parser(commands: Any) -> None:
     laptop = commands.add_parser("laptop", help="train, score, compare, promote and export")
     laptop.add_argument("--weights", type=Path, default=Path("artifacts/weights"))
+    laptop.add_argument(
+        "--base-model",
+        choices=sorted(LAPTOP_BASES),
+        default=SMOLLM2.name,
+        help="smollm2 (SmolLM2-135M, about 40 min of training) or qwen1.5b (the Qwen2.5-Coder-1.5B "
+        "stand-in, about an hour)",
+    )
     laptop.add_argument("--run-id", default=None, help="continue this run instead of a new one")
     laptop.add_argument("--runs", type=Path, default=Path("runs"), help="eval run folders")
     laptop.add_argument("--jfleg", type=Path, default=None, help="JFLEG's folder (dev/ in it)")
@@ -75,6 +134,7 @@ def main(options: argparse.Namespace) -> int:
     from .cli import main as cli_main
 
     registry = Registry(options.weights)
+    laptop_base = LAPTOP_BASES[options.base_model]
     jfleg = jfleg_dev(options.jfleg)
     held_out = [jfleg, jfleg.parent / "test"] if jfleg else []
     eval_sets = [str(REPO_ROOT / DEFAULT_EVAL_SET), *(str(p) for p in held_out if p.is_dir())]
@@ -83,8 +143,8 @@ def main(options: argparse.Namespace) -> int:
         print(f"error: no run {run_id!r} in {options.weights}", file=sys.stderr)
         return 2
     if run_id is None or registry.run(run_id).manifest.get("status") == "training":
-        argv = ["train", "--weights", str(options.weights), "--base-model", "smollm2"]
-        argv += [*LAPTOP_RECIPE, "--no-eval", "--eval-dataset", ",".join(eval_sets)]
+        argv = ["train", "--weights", str(options.weights), "--base-model", options.base_model]
+        argv += [*laptop_base.recipe, "--no-eval", "--eval-dataset", ",".join(eval_sets)]
         if run_id:
             argv += ["--run-id", run_id]
         before = set(registry.run_ids())
@@ -94,7 +154,7 @@ def main(options: argparse.Namespace) -> int:
     run = registry.run(run_id)
     if jfleg is None:
         print("note: JFLEG not found (set JFLEG_DIR): scoring on our eval set only", flush=True)
-    evaluation = score(run, registry, options, jfleg)
+    evaluation = score(run, registry, options, jfleg, laptop_base)
     if not options.no_promote:
         from .promote import main as promote_main
 
@@ -107,13 +167,38 @@ def main(options: argparse.Namespace) -> int:
     if not options.no_export:
         from .export import export_adapter
 
-        export_adapter(registry.run(run_id), evaluation=evaluation)
-        print(f"exported the adapter of {run_id} to models/writing-smollm2-lora/", flush=True)
+        dest = laptop_base.export_to
+        export_adapter(registry.run(run_id), dest, evaluation=evaluation, base=laptop_base.base)
+        print(f"exported the adapter of {run_id} to {dest}", flush=True)
     return 0
 
 
+def serve_args(laptop_base: LaptopBase, run: Run) -> tuple[str, list[str]]:
+    """The serve CLI's `--model` and further arguments for the base and the run's adapter."""
+    adapter = ["--adapter", f"{SERVED_MODEL_ID}={run.adapter_path}"]
+    model_id = ["--model-id", laptop_base.base.gguf.model_id]
+    if laptop_base.engine == "llamacpp":
+        from modal_backend.serving.model_parts import ensure_model
+
+        gguf = ensure_model(laptop_base.base.gguf)
+        slots = ["--parallel", "4", "--context-tokens", "2048"]
+        return str(gguf), ["--engine", "llamacpp", *model_id, *adapter, *slots]
+    return laptop_base.base.name, [
+        "--engine",
+        "vllm",
+        *model_id,
+        *adapter,
+        "--max-model-len",
+        "2048",
+    ]
+
+
 def score(
-    run: Run, registry: Registry, options: argparse.Namespace, jfleg: Path | None
+    run: Run,
+    registry: Registry,
+    options: argparse.Namespace,
+    jfleg: Path | None,
+    laptop_base: LaptopBase,
 ) -> dict[str, Any]:
     """Steps 2-4: one engine for base and run, the gate's eval folder, the side-by-side runs."""
     from modal_backend.serving.local import LocalModelServer, ServedModel
@@ -123,32 +208,20 @@ def score(
 
     key = secrets.token_urlsafe(24)
     log = options.weights / f"laptop-server-{run.run_id}.log"
-    server = LocalModelServer(
-        api_key=key,
-        model="smollm2",
-        extra_args=[
-            "--engine",
-            "vllm",
-            "--model-id",
-            BASE_ID,
-            "--adapter",
-            f"{SERVED_MODEL_ID}={run.adapter_path}",
-            "--max-model-len",
-            "2048",
-        ],
-        log_path=log,
-    )
-    print(f"serving base and run from one vLLM engine (log: {log})", flush=True)
+    model, args = serve_args(laptop_base, run)
+    server = LocalModelServer(api_key=key, model=model, extra_args=args, log_path=log)
+    engine = {"vllm": "vLLM", "llamacpp": "llama.cpp"}[laptop_base.engine]
+    print(f"serving base and run from one {engine} engine (log: {log})", flush=True)
     with server:
         tuned = ServedModel(url=server.url, model=SERVED_MODEL_ID, api_key=key)
-        base = ServedModel(url=server.url, model=BASE_ID, api_key=key)
+        base = ServedModel(url=server.url, model=laptop_base.base.gguf.model_id, api_key=key)
         manifest = dict(registry.run(run.run_id).manifest)
         if not manifest.get("scored"):
             manifest["eval"] = evaluate_served(
                 run.path,
                 tuned,
                 dataset=REPO_ROOT / DEFAULT_EVAL_SET,
-                label=f"run {run.version} (vLLM, LoRA)",
+                label=f"run {run.version} ({engine}, LoRA)",
                 concurrency=options.concurrency,
             )
             apply_eval(registry, run.run_id, manifest)
@@ -159,7 +232,14 @@ def score(
         results: dict[str, Any] = {}
         for name, dataset in sets.items():
             entry, results[name] = side_by_side(
-                run, name, dataset, base=base, tuned=tuned, key=key, options=options
+                run,
+                name,
+                dataset,
+                base=base,
+                tuned=tuned,
+                key=key,
+                options=options,
+                label=f"{laptop_base.base.label} ({engine})",
             )
             manifest = dict(registry.run(run.run_id).manifest)
             manifest[VS_BASE] = {**manifest.get(VS_BASE, {}), name: entry}
@@ -176,20 +256,20 @@ def side_by_side(
     tuned: Any,
     key: str,
     options: argparse.Namespace,
+    label: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Base (our task prompt; on our eval set also the old generic prompt) and run, scored and
-    compared: the manifest's `vs_base` entry, and the headline of each with the paired deltas
-    (also written, with the per-type ERRANT counts, to `runs/<run>-<set>-comparison.md`)."""
+    """Base (our task prompt, and the old generic prompt as production's baseline) and run,
+    scored and compared: the manifest's `vs_base` entry, and the headline of each with the
+    paired deltas (also written, with the per-type ERRANT counts, to
+    `runs/<run>-<set>-comparison.md`)."""
     from suggestions.prompts import build_baseline_messages
 
     from .vs_base import Served, score_pair
 
     prefix = options.runs / f"{run.run_id}-{name}"
-    stock = "SmolLM2-135M-Instruct, stock"
-    extra = {}
-    if name == OWN_SET:
-        old_prompt = f"{stock}, old generic prompt"
-        extra = {"baseline": Served(base.url, base.model, key, old_prompt, build_baseline_messages)}
+    stock = f"{label}, stock"
+    old_prompt = f"{stock}, old generic prompt"
+    extra = {"baseline": Served(base.url, base.model, key, old_prompt, build_baseline_messages)}
     entry = score_pair(
         name,
         dataset,

@@ -204,3 +204,29 @@ def test_a_promotion_swaps_the_adapter_without_a_restart(
         assert status["swaps"] == 1 and "could not load version v3" in status["error"]
     finally:
         engine.close()
+
+
+def test_the_serve_cli_serves_the_shipped_adapter_on_the_gguf(tmp_path: Path) -> None:
+    """The command the laptop flow starts for a llama.cpp pair (`laptop.serve_args`)."""
+    from modal_backend.serving.local import LocalModelServer
+    from modal_backend.serving.registry import Run
+    from modal_backend.serving.shipped_adapter import verified_adapter
+    from modal_backend.training.laptop import LaptopBase, serve_args
+
+    run = Run(run_id="shipped", path=SHIPPED.parent, manifest={})
+    pair = LaptopBase(SMOLLM2, (), "llamacpp", tmp_path / "export")
+    model, args = serve_args(pair, run)
+    args = [a.replace(str(run.adapter_path), str(SHIPPED)) for a in args]
+    with LocalModelServer(api_key="k" * 24, model=model, extra_args=args) as server:
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["models"] == {
+            SMOLLM2.gguf.model_id: "local",
+            TUNED: verified_adapter(SHIPPED).version,
+        }
+        reply = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": TUNED, "messages": MESSAGES, "max_tokens": 48},
+            headers={"Authorization": f"Bearer {'k' * 24}"},
+            timeout=120,
+        ).json()
+    assert reply["choices"][0]["message"]["content"].strip() == "She went to school yesterday."
