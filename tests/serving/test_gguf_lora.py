@@ -169,9 +169,7 @@ def test_the_two_ids_generate_at_the_same_time(engine: LlamaCppEngine) -> None:
     )
 
 
-def test_a_promotion_swaps_the_adapter_without_a_restart(
-    base_gguf: Path, tmp_path: Path
-) -> None:
+def test_a_promotion_swaps_the_adapter_without_a_restart(base_gguf: Path, tmp_path: Path) -> None:
     engine = LlamaCppEngine(
         base_gguf, model_id=BASE_ID, adapters={TUNED: (SHIPPED, "v1")}, context_tokens=1024
     )

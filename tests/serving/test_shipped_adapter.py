@@ -68,10 +68,10 @@ def test_a_missing_file_is_refused(tmp_path: Path, missing: str) -> None:
 def test_the_app_falls_back_with_a_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.__main__ import _fine_tuned_server
+    from app.__main__ import _smollm2_server
 
     real = shipped_adapter.verified_adapter
     monkeypatch.setattr(shipped_adapter, "verified_adapter", lambda: real(tmp_path / "gone"))
-    assert _fine_tuned_server(tmp_path) is None
+    assert _smollm2_server(tmp_path) is None
     said = capsys.readouterr().out
     assert "no fine-tuned adapter" in said and "Qwen stand-in instead" in said

@@ -19,10 +19,10 @@ import pytest
 from rapidfuzz import fuzz
 
 from modal_backend.serving.engines.base import Delta, Finished, SamplingParams
+from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from modal_backend.serving.promotion_follower import PromotionFollower
 from modal_backend.serving.registry import Registry
 from modal_backend.serving.shipped_adapter import verified_adapter
-from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from suggestions.prompts import build_messages
 from tests.model_service_support import API_KEY, GRAMMAR_REQUEST, auth, running_service
 

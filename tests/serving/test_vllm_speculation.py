@@ -11,8 +11,8 @@ import pytest
 
 from eval.data import load_dataset
 from modal_backend.serving.engines.base import Delta, SamplingParams
-from modal_backend.serving.shipped_adapter import verified_adapter
 from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
+from modal_backend.serving.shipped_adapter import verified_adapter
 from modal_backend.training.config import DEFAULT_EVAL_SET, resolve_path
 from suggestions import LlamaRequest
 from suggestions.prompts import build_messages, max_output_tokens

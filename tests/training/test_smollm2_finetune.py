@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from modal_backend.serving.engines.transformers_engine import TransformersEngine
-from modal_backend.serving.registry import Registry
 from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
+from modal_backend.serving.registry import Registry
 from modal_backend.training.config import DEFAULT_TRAIN_SET, resolve_path
 from suggestions import LlamaRequest
 from suggestions.prompts import build_messages
