@@ -33,9 +33,9 @@ import httpx
 from eval.data import load_dataset
 from modal_backend.serving.engines.base import Delta, Engine, Finished, SamplingParams
 from modal_backend.serving.local import serve_in_thread
+from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from modal_backend.serving.server import ServiceLimits, create_app
 from modal_backend.serving.shipped_adapter import verified_adapter
-from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from modal_backend.training.config import DEFAULT_EVAL_SET, resolve_path
 from suggestions import ChatBackend, LlamaRequest
 from suggestions.backends.base import StreamEnd, TextDelta
