@@ -25,6 +25,7 @@ from modal_backend.serving.gguf_lora import GgufLoraError, adapter_version, writ
 from modal_backend.serving.gguf_lora_check import PROMPTS, compare_greedy
 from modal_backend.serving.local_bases import SMOLLM2, ensure_hf_base
 from modal_backend.serving.model_parts import ensure_model
+from suggestions import LlamaRequest
 from suggestions.prompts import build_messages
 from tests.model_service_support import GRAMMAR_REQUEST, auth, running_service
 
@@ -149,10 +150,16 @@ def test_one_server_answers_as_the_base_and_as_the_run(engine: LlamaCppEngine) -
 
 
 def test_the_two_ids_generate_at_the_same_time(engine: LlamaCppEngine) -> None:
+    passage = (
+        "She go to school yesterday. Her brother have a new bike and he ride it every days. "
+        "They was happy about the weather."
+    )
+    messages = build_messages(LlamaRequest(text=passage, type="grammar"))  # a while to stream
+
     async def timed(model: str) -> tuple[float, float]:
         start = time.perf_counter()
         first = None
-        async for event in engine.stream(MESSAGES, SamplingParams(48), model=model):
+        async for event in engine.stream(messages, SamplingParams(64), model=model):
             if isinstance(event, Delta) and first is None:
                 first = time.perf_counter() - start
             if isinstance(event, Finished):
