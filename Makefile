@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-local
 
-.PHONY: demo cli-demo serve finetune browser test lint bench clean
+.PHONY: demo cli-demo serve finetune finetune-qwen browser test lint bench clean
 
 # vLLM's CPU build pulls PyPI's torchvision/torchaudio/torchcodec (CUDA builds) that break
 # `import transformers` beside the CPU torch; nothing here uses them, so they go right away.
@@ -48,6 +48,11 @@ serve: $(DEMO_STAMP)
 # adapter into models/writing-smollm2-lora/.
 finetune: $(STAMP)
 	$(BIN)/python -m modal_backend.training laptop --weights artifacts/weights
+
+# The same on the Qwen2.5-Coder-1.5B stand-in (about an hour of training, then scoring through
+# llama.cpp), exporting into models/writing-qwen-lora/: the run `make demo` shows.
+finetune-qwen: $(STAMP)
+	$(BIN)/python -m modal_backend.training laptop --base-model qwen1.5b --weights artifacts/qwen-weights
 
 # Debian's chromium, for the browser test.
 browser:
