@@ -164,35 +164,50 @@ export function diffSuggestions(
   });
 }
 
-/** Ranges that differ, from a longest common subsequence of the tokens. */
-function changes(a: string[], b: string[]): [number, number, number, number][] {
+/** Ranges that differ: the common prefix and suffix first, as rapidfuzz's Indel opcodes take
+ * them (so a repeated word pairs as it does in Python), then a longest common subsequence of
+ * the middle, walked back from its end. */
+function changes(all: string[], allB: string[]): [number, number, number, number][] {
+  let prefix = 0;
+  while (prefix < all.length && prefix < allB.length && all[prefix] === allB[prefix]) prefix += 1;
+  let suffix = 0;
+  while (
+    suffix < all.length - prefix &&
+    suffix < allB.length - prefix &&
+    all[all.length - 1 - suffix] === allB[allB.length - 1 - suffix]
+  ) {
+    suffix += 1;
+  }
+  const a = all.slice(prefix, all.length - suffix);
+  const b = allB.slice(prefix, allB.length - suffix);
   const n = a.length;
   const m = b.length;
   const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
-  for (let i = n - 1; i >= 0; i -= 1) {
-    for (let j = m - 1; j >= 0; j -= 1) {
-      lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+  for (let i = 1; i <= n; i += 1) {
+    for (let j = 1; j <= m; j += 1) {
+      lcs[i]![j] =
+        a[i - 1] === b[j - 1] ? lcs[i - 1]![j - 1]! + 1 : Math.max(lcs[i - 1]![j]!, lcs[i]![j - 1]!);
     }
   }
+  const matched: [number, number][] = [];
+  let i = n;
+  let j = m;
+  while (i > 0 && j > 0) {
+    if (a[i - 1] === b[j - 1]) {
+      matched.push([i - 1, j - 1]);
+      i -= 1;
+      j -= 1;
+    } else if (lcs[i - 1]![j]! >= lcs[i]![j - 1]!) i -= 1;
+    else j -= 1;
+  }
+  matched.reverse();
   const out: [number, number, number, number][] = [];
-  let i = 0;
-  let j = 0;
-  let start: [number, number] | null = null;
-  const close = (): void => {
-    if (start && (start[0] < i || start[1] < j)) out.push([start[0], i, start[1], j]);
-    start = null;
-  };
-  while (i < n || j < m) {
-    if (i < n && j < m && a[i] === b[j]) {
-      close();
-      i += 1;
-      j += 1;
-    } else {
-      start ??= [i, j];
-      if (j < m && (i >= n || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) j += 1;
-      else i += 1;
-    }
+  let pi = 0;
+  let pj = 0;
+  for (const [mi, mj] of [...matched, [n, m] as [number, number]]) {
+    if (mi > pi || mj > pj) out.push([prefix + pi, prefix + mi, prefix + pj, prefix + mj]);
+    pi = mi + 1;
+    pj = mj + 1;
   }
-  close();
   return out;
 }
