@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-local
 
-.PHONY: demo cli-demo serve finetune finetune-qwen browser test lint bench clean
+.PHONY: demo cli-demo serve finetune finetune-qwen browser test typescript lint bench clean
 
 # vLLM's CPU build pulls PyPI's torchvision/torchaudio/torchcodec (CUDA builds) that break
 # `import transformers` beside the CPU torch; nothing here uses them, so they go right away.
@@ -58,11 +58,18 @@ finetune-qwen: $(STAMP)
 browser:
 	@scripts/install-chromium.sh
 
-test: $(STAMP) browser
+test: $(STAMP) browser typescript
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The platform's TypeScript client: its npm packages from the lock file, its types checked
+# against the contract's JSON Schema, `tsc --noEmit` (strict) and its tests (Node's own runner;
+# one suite runs this package's app on loopback with the Python in .venv).
+typescript: $(STAMP)
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+	cd clients/typescript && WRITING_PYTHON=$(abspath $(BIN)/python) npm run check
 
 bench: $(STAMP)
 	$(BIN)/python bench/client_core.py
