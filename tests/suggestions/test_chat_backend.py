@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -588,3 +589,41 @@ async def test_the_payload_is_the_wire_request_the_server_validates(
     assert ChatCompletionRequest.model_validate(sent).body() == sent
     assert sent["messages"] == build_messages(grammar_request)
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+HOSTILE_KINDS = json.loads((Path(__file__).parents[1] / "hostile_kinds.json").read_text())
+"""Each hostile case and the error kind it must give: the TypeScript client's tests
+(clients/typescript/test/hostile.test.ts) read the same table, so both clients agree."""
+
+
+def _hostile_reply(case: str) -> Reply | None:
+    stalled = sse_reply(DELTAS)
+    stalled.parts.insert(3, 1.0)
+    malformed = sse_reply(DELTAS)
+    malformed.parts.insert(2, b"data: {not json\n\n")
+    return {
+        "rate_limited": error_reply(429, headers={"Retry-After": "3600"}),
+        "server_error": error_reply(503, "down"),
+        "stall_before_headers": Reply(pause_before_headers_s=1.0, parts=[b"late"]),
+        "stall_mid_stream": stalled,
+        "drop_mid_stream": sse_reply(DELTAS, complete=False, done=False, finish_reason=None),
+        "malformed_chunk": malformed,
+        "unauthorized": error_reply(401, "no"),
+        "rejected": error_reply(422, "text: too long"),
+        "connection_refused": None,
+    }[case]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_KINDS))
+async def test_each_hostile_case_gives_the_kind_both_clients_share(
+    server, harness, grammar_request, case: str
+) -> None:
+    reply = _hostile_reply(case)
+    options: dict[str, object] = {"timeout": httpx.Timeout(0.2, connect=1.0)}
+    if reply is None:
+        with ScriptedServer() as gone:
+            options["base_url"] = gone.url
+    else:
+        server.default = reply
+    _, error = await harness(**options).fail(grammar_request, BackendError)
+    assert error.kind == HOSTILE_KINDS[case]

@@ -24,7 +24,7 @@ import { mockAnswer } from "./mock.ts";
 
 export const UNSAVED_MANUSCRIPT = "unsaved";
 const MAX_RETRY_AFTER_S = 20; // a server asking for a longer pause gets no retry from us
-const RETRIED_STATUSES = new Set([429, 500, 502, 503]);
+const RETRIED_STATUSES = new Set([429, 502, 503, 504]); // as the Python client (suggestions/retry.py)
 
 /** One suggestion, whole. */
 export async function callLlamaAPI(
