@@ -43,6 +43,8 @@ class AppConfig:
     proxy_auth: bool = False
     """Modal proxy auth stands in front of the whole app (set by the deployment)."""
     concurrency: int = DEFAULT_CONCURRENCY
+    serves_page: bool = True
+    """False for the suggestion API alone (`app.api`): no page, so no page login to ask for."""
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.columns) <= MAX_COLUMNS:
@@ -58,7 +60,7 @@ class AppConfig:
                 "APP_API_KEY is not set. In production the REST API must not be open: set it to "
                 "the key the editor sends as 'Authorization: Bearer <key>'."
             )
-        if self.settings.is_production and not (self.auth or self.proxy_auth):
+        if self.settings.is_production and self.serves_page and not (self.auth or self.proxy_auth):
             raise ConfigurationError(
                 "In production the page needs a login: without one, Gradio's own API "
                 "(/gradio_api/...) gives suggestions to anyone, with no APP_API_KEY. Set "

@@ -335,6 +335,46 @@ def reviewer_app() -> Any:
     return web.create_web_app()
 
 
+# ## The suggestion API
+#
+# What the writing platform's editor calls (`clients/typescript`): the reviewer app's REST routes
+# alone (`app.api`), on CPU, behind the same bearer key. Unlike the page it keeps no session, so
+# it scales with the traffic: each container takes many requests at once (they only wait on the
+# model class) and Modal adds containers as they fill. Its usage rows stay in each container.
+def api_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[str, str]:
+    """The suggestion API's variables: the reviewer app's slots and key, state in the container."""
+    env = ui_environment(model_url=model_url, baseline_url=baseline_url, api_key=api_key)
+    return {
+        **env,
+        "APP_COLUMNS": "custom,baseline",
+        "APP_PROXY_AUTH": "0",  # the platform's server sends the bearer key, not a Modal token
+        "SUGGESTIONS_HOME": "/tmp/writing-suggestions",
+    }
+
+
+@app.function(
+    image=ui_image,
+    secrets=[api_key_secret],  # the key it asks for and sends on to the model class
+    env=CONTAINER_ENV,
+    timeout=10 * MINUTES,  # how long may one suggestion take? (the model class has 2 s P95)
+)
+@modal.concurrent(max_inputs=100, target_inputs=50)  # requests that wait on the model class
+@modal.asgi_app()  # the bearer key guards it (APP_API_KEY): the platform's server calls it
+def suggestion_api() -> Any:
+    urls = {
+        name: endpoint_url(name) for name in dict.fromkeys((MODEL_CLASS, SETTINGS.baseline_class))
+    }
+    os.environ.update(
+        api_environment(
+            model_url=urls[MODEL_CLASS],
+            baseline_url=urls[SETTINGS.baseline_class],
+            api_key=os.environ["MODAL_API_KEY"],
+        )
+    )
+    api = importlib.import_module("app.api")  # by name: only this image ships the app package
+    return api.create_api_app()
+
+
 # ## Warm hours
 #
 # A warm GPU container costs its hourly rate whether or not anyone writes, so the model class

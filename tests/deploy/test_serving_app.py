@@ -485,3 +485,45 @@ def test_the_fallbacks_reviewer_app_serves_both_columns_from_our_endpoints(
                 assert reply.status_code in (200, 422), reply.text
                 if reply.status_code == 422:
                     assert reply.json()["error"]["kind"] == "truncated"
+
+
+def test_the_suggestion_api_scales_with_traffic_behind_the_key(deployed: Deployed) -> None:
+    deploy = deployed.module
+    options = deployed.options(deploy.suggestion_api)
+    assert "max_containers" not in options or options["max_containers"] is None  # not sticky
+    assert "gpu" not in options
+    info = deploy.suggestion_api.info()
+    assert info.gpus == [] and info.web_info is not None
+    assert info.concurrency_info.max_inputs == 100
+    assert "modal.Secret.from_name('writing-llama-api-key')" in info.secrets
+    assert not any("reviewer-login" in secret for secret in info.secrets)  # no page, no login
+    url = "https://w--writingmodel-serve.modal.run"
+    env = deploy.api_environment(model_url=url, baseline_url=url, api_key="k")
+    assert env["APP_API_KEY"] == "k" and env["APP_ENV"] == "production"
+    assert env["MODAL_LLAMA_URL"] == url and env["APP_COLUMNS"] == "custom,baseline"
+
+
+def test_the_suggestion_api_serves_the_rest_routes_without_the_page(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`app.api` in production: no page login is asked for, the key is."""
+    from app.api import create_api_app
+    from suggestions import MockBackend
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("APP_API_KEY", "k" * 20)
+    monkeypatch.setenv("SUGGESTIONS_HOME", str(tmp_path))
+    monkeypatch.setenv("APP_COLUMNS", "custom")
+    api = create_api_app(backends={"custom": MockBackend(name="custom")})
+    with serve_in_thread(api) as url:
+        body = {"text": "She go to school yesterday.", "type": "grammar"}
+        refused = httpx.post(f"{url}/api/manuscripts/m-1/suggest", json=body)
+        assert refused.status_code == 401
+        answered = httpx.post(
+            f"{url}/api/manuscripts/m-1/suggest",
+            json=body,
+            headers={"Authorization": f"Bearer {'k' * 20}"},
+        )
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["revised_text"] == "She went to school yesterday."
+        assert httpx.get(f"{url}/").status_code == 404  # no reviewer page here

@@ -1,5 +1,5 @@
-// The client against the real suggestion API: the Python app (`python -m app`) in a child process
-// on loopback, with its rule-based mock behind the custom column and a real key.
+// The client against the real suggestion API: `python -m app.api` (what the Modal function serves)
+// in a child process on loopback, with the rule-based mock behind the custom column and a real key.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
@@ -41,12 +41,13 @@ async function freePort(): Promise<number> {
 before(async () => {
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  app = spawn(PYTHON, ["-m", "app", "--port", String(port), "--no-local-model", "--columns", "custom,mock"], {
+  app = spawn(PYTHON, ["-m", "app.api", "--port", String(port)], {
     cwd: REPO,
     env: {
       ...process.env,
       APP_API_KEY: KEY,
       APP_ENV: "development",
+      APP_COLUMNS: "custom,mock",
       MODAL_LLAMA_URL: "",
       SUGGESTIONS_HOME: mkdtempSync(join(tmpdir(), "modal-llama-")),
       GRADIO_ANALYTICS_ENABLED: "False",
