@@ -52,7 +52,7 @@ export async function* callLlamaAPIStream(
     return;
   }
   const deadline = AbortSignal.timeout(config.timeoutMs);
-  const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+  const signal = options.signal ? eitherSignal(options.signal, deadline) : deadline;
   const doFetch = options.fetch ?? fetch;
   try {
     const response = await sendWithRetries(request, config, signal, doFetch, streaming, started);
@@ -270,6 +270,17 @@ function checkedResponse(value: unknown): LlamaResponse {
     typeof r.usage.completion_tokens === "number";
   if (!ok) throw new BadResponseError("the answer is not a LlamaResponse");
   return r as LlamaResponse;
+}
+
+/** Aborted when either is (`AbortSignal.any` where the runtime has it). */
+function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (typeof AbortSignal.any === "function") return AbortSignal.any([a, b]);
+  const controller = new AbortController();
+  for (const signal of [a, b]) {
+    if (signal.aborted) controller.abort(signal.reason);
+    else signal.addEventListener("abort", () => controller.abort(signal.reason), { once: true });
+  }
+  return controller.signal;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
