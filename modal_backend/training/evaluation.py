@@ -99,23 +99,20 @@ def evaluate_run(
     return _entry(out, dataset, limit, replaced, reports)
 
 
-def evaluate_served(
-    run_dir: Path,
-    served: Any,
-    *,
-    dataset: Path,
-    label: str,
-    limit: int | None = None,
-    concurrency: int = 8,
-    reports: bool = True,
-    fresh: bool = False,
+def evaluation_from_folder(
+    run_dir: Path, scored: Path, *, dataset: Path, limit: int | None = None
 ) -> dict[str, Any]:
-    """`evaluate_run` through a model service that already serves the run (`served`, a
-    `ServedModel`), e.g. a batching engine with the run's adapter: the same eval folder and
-    manifest entry, many requests at once."""
-    replaced = prepare_eval_folder(run_dir, dataset=dataset, limit=limit, fresh=fresh)
-    out = asyncio.run(_run(served, label, run_dir / EVAL_DIR, dataset, limit, concurrency))
-    return _entry(out, dataset, limit, replaced, reports)
+    """The run's eval folder and manifest entry from a folder that already scored the run on
+    `dataset` (the side-by-side comparison's): the same answers, not asked for twice."""
+    import shutil
+
+    out = run_dir / EVAL_DIR
+    partial = run_dir / f".{EVAL_DIR}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(scored, partial)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.replace(out)
+    return _entry(out, dataset, limit, None, True)
 
 
 def _entry(

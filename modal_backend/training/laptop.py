@@ -9,13 +9,13 @@
 2. serves the stock base and the run's adapter from one engine (the production pairing): vLLM
    for SmolLM2; llama.cpp for Qwen, the run as a GGUF LoRA on the Q4 GGUF (vLLM in fp32 is far
    too slow for a 1.5B on a laptop CPU);
-3. scores the run on our eval set into its own eval folder (what the promotion gate reads);
-4. scores base and run side by side with the eval harness on our eval set and on JFLEG dev
+3. scores base and run side by side with the eval harness on our eval set and on JFLEG dev
    (held out of training), into `runs/<run>-<set>-base` (the stock base with our task prompt,
    and with the old generic prompt as production's baseline) and `-tuned`, and compares them
-   with a paired bootstrap (`runs/<run>-<set>-comparison.md`);
-5. promotes the run in the weights root through the promotion gate;
-6. exports the adapter into the repository (`models/writing-smollm2-lora/` or
+   with a paired bootstrap (`runs/<run>-<set>-comparison.md`); the run's answers on our eval
+   set are also its own eval folder (what the promotion gate reads);
+4. promotes the run in the weights root through the promotion gate;
+5. exports the adapter into the repository (`models/writing-smollm2-lora/` or
    `models/writing-qwen-lora/`), with its manifest.
 
 `--run-id` continues a run that has already trained (steps it has done are not repeated).
@@ -200,11 +200,11 @@ def score(
     jfleg: Path | None,
     laptop_base: LaptopBase,
 ) -> dict[str, Any]:
-    """Steps 2-4: one engine for base and run, the gate's eval folder, the side-by-side runs."""
+    """Steps 2-3: one engine for base and run, the side-by-side runs, the gate's eval folder."""
     from modal_backend.serving.local import LocalModelServer, ServedModel
 
     from .cli import apply_eval
-    from .evaluation import evaluate_served
+    from .evaluation import evaluation_from_folder
 
     key = secrets.token_urlsafe(24)
     log = options.weights / f"laptop-server-{run.run_id}.log"
@@ -215,19 +215,9 @@ def score(
     with server:
         tuned = ServedModel(url=server.url, model=SERVED_MODEL_ID, api_key=key)
         base = ServedModel(url=server.url, model=laptop_base.base.gguf.model_id, api_key=key)
-        manifest = dict(registry.run(run.run_id).manifest)
-        if not manifest.get("scored"):
-            manifest["eval"] = evaluate_served(
-                run.path,
-                tuned,
-                dataset=REPO_ROOT / DEFAULT_EVAL_SET,
-                label=f"run {run.version} ({engine}, LoRA)",
-                concurrency=options.concurrency,
-            )
-            apply_eval(registry, run.run_id, manifest)
         sets = {
+            **({JFLEG_DEV: jfleg} if jfleg else {}),  # first: the comparison that decides
             OWN_SET: REPO_ROOT / DEFAULT_EVAL_SET,
-            **({JFLEG_DEV: jfleg} if jfleg else {}),
         }
         results: dict[str, Any] = {}
         for name, dataset in sets.items():
@@ -244,6 +234,14 @@ def score(
             manifest = dict(registry.run(run.run_id).manifest)
             manifest[VS_BASE] = {**manifest.get(VS_BASE, {}), name: entry}
             registry.write_manifest(run.run_id, manifest)
+    manifest = dict(registry.run(run.run_id).manifest)
+    if not manifest.get("scored"):  # the gate's eval folder: the run's answers on our eval set
+        own = Path(manifest[VS_BASE][OWN_SET]["tuned"])
+        dataset = REPO_ROOT / DEFAULT_EVAL_SET
+        manifest["eval"] = evaluation_from_folder(
+            run.path, own, dataset=dataset, limit=options.limit
+        )
+        apply_eval(registry, run.run_id, manifest)
     return results
 
 
