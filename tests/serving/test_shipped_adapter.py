@@ -75,3 +75,14 @@ def test_the_app_falls_back_with_a_message(
     assert _smollm2_server(tmp_path) is None
     said = capsys.readouterr().out
     assert "no fine-tuned adapter" in said and "Qwen stand-in instead" in said
+
+
+def test_the_demo_falls_back_to_the_stock_stand_in_without_the_qwen_adapter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.__main__ import _qwen_adapter
+
+    monkeypatch.setattr(shipped_adapter, "SHIPPED_QWEN_ADAPTER", tmp_path / "gone")
+    assert _qwen_adapter() is None
+    said = capsys.readouterr().out
+    assert "no fine-tuned adapter" in said and "stock stand-in instead" in said
