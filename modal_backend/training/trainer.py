@@ -159,7 +159,9 @@ def fit(
     output_dir.mkdir(parents=True, exist_ok=True)
     on_gpu = loaded.device == "cuda"
     bf16 = on_gpu and _bf16_supported()
-    optimizer = config.optim if on_gpu else "adamw_torch"  # 8-bit optimizers need a GPU
+    optimizer, optimizer_note = choose_optimizer(config.optim, on_gpu)
+    if optimizer_note:
+        logger.warning("%s", optimizer_note)
     precision = "bf16" if bf16 else "fp16" if on_gpu else "fp32"
     args = TrainingArguments(
         output_dir=str(output_dir),
@@ -219,8 +221,29 @@ def fit(
         history=history,
         resumed_from=resume.name if resume else None,
         train_seconds=round(seconds, 3),
-        settings={"optimizer": optimizer, "precision": precision},
+        settings={
+            "optimizer": optimizer,
+            "precision": precision,
+            **({"optimizer_note": optimizer_note} if optimizer_note else {}),
+        },
     )
+
+
+def choose_optimizer(wanted: str, on_gpu: bool) -> tuple[str, str | None]:
+    """The optimizer this machine can run, and why it differs from `wanted` when it does:
+    8-bit optimizers need a GPU and bitsandbytes, which only Unsloth's install brings."""
+    if "8bit" not in wanted:
+        return wanted, None
+    if not on_gpu:
+        return "adamw_torch", None  # the CPU path: plain AdamW, as documented
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "adamw_torch", (
+            f"optim={wanted} needs bitsandbytes, which is not installed: training with "
+            "adamw_torch instead (more optimizer memory, the same updates)"
+        )
+    return wanted, None
 
 
 _HISTORY_KEYS: tuple[str, ...] = ("step", "epoch", "loss", "eval_loss")
