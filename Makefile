@@ -50,7 +50,8 @@ finetune: $(STAMP)
 	$(BIN)/python -m modal_backend.training laptop --weights artifacts/weights
 
 # The same on the Qwen2.5-Coder-1.5B stand-in (about an hour of training, then scoring through
-# llama.cpp), exporting into models/writing-qwen-lora/: the run `make demo` shows.
+# llama.cpp), exporting into models/writing-qwen-lora/ once the gate passes (for
+# `python -m app --local-model qwen`).
 finetune-qwen: $(STAMP)
 	$(BIN)/python -m modal_backend.training laptop --base-model qwen1.5b --weights artifacts/qwen-weights
 

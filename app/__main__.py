@@ -25,7 +25,9 @@ from .config import AppConfig, parse_columns
 
 STANDIN_LABEL = "stand-in for scale: Qwen2.5-Coder-1.5B (prompt only), task prompt"
 QWEN_STANDIN_LABEL = "its stock base: Qwen2.5-Coder-1.5B-Instruct, task prompt (no tuning)"
-SMOLLM2_CHOICE = "smollm2"
+SMOLLM2_PAIR = ("default", "smollm2")
+QWEN_PAIR = "qwen"
+LOCAL_CHOICES = (*SMOLLM2_PAIR, QWEN_PAIR)
 TUNED_ID = "writing-llama"
 FALLBACK_LABELS = {
     "custom": "local stand-in: Qwen2.5-Coder-1.5B, task prompt (our fine-tuned run is unavailable)",
@@ -47,10 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--local-model",
         default="default",
-        help="what runs locally when MODAL_LLAMA_URL is unset: 'default' (our run on the "
-        "Qwen2.5-Coder-1.5B stand-in and the stock stand-in with the task and the old prompt, "
-        "one llama.cpp server), 'smollm2' (our SmolLM2 run and its stock base on one vLLM "
-        "engine, plus the Qwen stand-in) or a GGUF file (every model column on it)",
+        help="what runs locally when MODAL_LLAMA_URL is unset: 'default' or 'smollm2' (our "
+        "SmolLM2 run and its stock base on one vLLM engine, plus the Qwen stand-in), 'qwen' "
+        "(a run on the Qwen stand-in from `make finetune-qwen`, in models/writing-qwen-lora, "
+        "beside the stock stand-in with the task and the old prompt, one llama.cpp server) or "
+        "a GGUF file (every model column on it)",
     )
     parser.add_argument(
         "--no-local-model",
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             config = AppConfig.from_env(**overrides)
             local = config.settings.modal_llama_url is None and not args.no_local_model
             chosen = args.columns or os.environ.get("APP_COLUMNS", "").strip()
-            if local and args.local_model in ("default", SMOLLM2_CHOICE) and not chosen:
+            if local and args.local_model in LOCAL_CHOICES and not chosen:
                 config = replace(config, columns=LOCAL_COLUMNS)
             needs_model = {"custom", "baseline", "standin"} & set(config.columns)
             if local and needs_model:
@@ -111,13 +114,13 @@ def _exit_cleanly_on(*signals: signal.Signals) -> None:
 def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppConfig:
     """Start the local model servers and point the model columns at them.
 
-    By default (`default`): one llama.cpp server holds the Qwen2.5-Coder-1.5B stand-in and our
-    run on it (the adapter shipped in `models/writing-qwen-lora/`, as a GGUF LoRA): custom is
-    the run, standin the stock model with our task prompt (the fairest rival: same model, no
-    tuning), baseline the stock model with the old generic prompt. `smollm2`: one vLLM engine
-    serves our SmolLM2 run and its stock base (custom and baseline), and llama.cpp the stand-in.
-    Without a sound adapter (or vLLM, for SmolLM2) the custom column falls back to the
-    stand-in, labelled as such. A GGUF file given as `model` serves every model column.
+    By default (`default`, or `smollm2`): one vLLM engine serves our SmolLM2 run and its stock
+    base (custom and baseline), and llama.cpp the Qwen stand-in. `qwen`: one llama.cpp server
+    holds the Qwen2.5-Coder-1.5B stand-in and a run on it (`models/writing-qwen-lora/`, as a
+    GGUF LoRA): custom is the run, standin the stock model with our task prompt (the fairest
+    rival: same model, no tuning), baseline the stock model with the old generic prompt. Without
+    a sound adapter (or vLLM, for SmolLM2) the custom column falls back to the stand-in,
+    labelled as such. A GGUF file given as `model` serves every model column.
     """
     from modal_backend.serving.local import LocalModelServer, ServedModel, slot_variables
     from modal_backend.serving.model_parts import LOCAL_DEFAULT
@@ -129,14 +132,14 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
     labels: dict[str, str] = {}
     smollm2 = (
         _smollm2_server(state)
-        if model == SMOLLM2_CHOICE and columns & {"custom", "baseline"}
+        if model in SMOLLM2_PAIR and columns & {"custom", "baseline"}
         else None
     )
     if smollm2 is not None:
         servers["vllm"], labels = smollm2
-    qwen_run = _qwen_adapter() if model == "default" and "custom" in columns else None
+    qwen_run = _qwen_adapter() if model == QWEN_PAIR and "custom" in columns else None
     if smollm2 is None or "standin" in columns:  # the stand-in or the GGUF given
-        if model in ("default", SMOLLM2_CHOICE):
+        if model in LOCAL_CHOICES:
             gguf, gguf_args = str(_standin_gguf()), ["--model-id", LOCAL_DEFAULT.model_id]
         else:
             gguf, gguf_args = model, []
@@ -178,7 +181,7 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
         name = Path(model).name
         labels = (
             FALLBACK_LABELS
-            if model in ("default", SMOLLM2_CHOICE)
+            if model in LOCAL_CHOICES
             else {
                 "custom": f"local model: {name}, task prompt",
                 "baseline": f"local model: {name}, old generic prompt",
@@ -188,8 +191,9 @@ def _with_local_model(config: AppConfig, model: str, stack: ExitStack) -> AppCon
     if "gguf" in servers and "standin" in columns:
         standin = served("gguf", gguf_id)
         shown = {
-            "default": QWEN_STANDIN_LABEL if qwen_run else STANDIN_LABEL,
-            SMOLLM2_CHOICE: STANDIN_LABEL,
+            "default": STANDIN_LABEL,
+            "smollm2": STANDIN_LABEL,
+            QWEN_PAIR: QWEN_STANDIN_LABEL if qwen_run else STANDIN_LABEL,
         }.get(model, f"local model: {Path(model).name}")
         labels = {**labels, "standin": shown}
     keep_baseline = config.settings.baseline_url is not None  # a configured one is kept

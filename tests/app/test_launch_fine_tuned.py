@@ -1,6 +1,6 @@
-"""`python -m app` with our run beside its stock base, each column labelled for what it is:
-`--local-model smollm2` (our SmolLM2 run and its base on one vLLM engine), and the default wiring
-(our run on the Qwen stand-in beside the stock stand-in, on one llama.cpp server)."""
+"""`python -m app` with our run beside its stock base, each column labelled for what it is: by
+default our SmolLM2 run and its base on one vLLM engine, and with `--local-model qwen` a run on
+the Qwen stand-in beside the stock stand-in, on one llama.cpp server."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ def test_the_demo_serves_our_run_beside_its_stock_base(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SUGGESTIONS_HOME": str(tmp_path / "state")}
     command = [sys.executable, "-m", "app", "--port", str(port), "--columns", "custom,baseline"]
-    command += ["--local-model", "smollm2"]
     process = subprocess.Popen(
         command,
         env=env,
@@ -69,10 +68,10 @@ def test_the_demo_serves_our_run_beside_its_stock_base(tmp_path: Path) -> None:
     assert "Qwen stand-in instead" not in output
 
 
-def test_the_default_pair_is_our_run_beside_its_stock_self_on_one_llamacpp_server(
+def test_the_qwen_pair_is_the_run_beside_its_stock_self_on_one_llamacpp_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`make demo`'s default wiring: custom = our run (task prompt), standin = the stock model
+    """`--local-model qwen`: custom = the run (task prompt), standin = the stock model
     with the task prompt, baseline = the stock model with the old generic prompt, all streaming
     at once from one llama.cpp server. The shipped Qwen adapter needs the 1.1 GB stand-in, which
     the test install does not fetch, so SmolLM2's GGUF and its shipped adapter stand in for them
@@ -93,7 +92,7 @@ def test_the_default_pair_is_our_run_beside_its_stock_self_on_one_llamacpp_serve
     monkeypatch.setattr(launcher, "_qwen_adapter", verified_adapter)
     columns = ("custom", "standin", "baseline")
     with ExitStack() as stack:
-        config = launcher._with_local_model(AppConfig.from_env(columns=columns), "default", stack)
+        config = launcher._with_local_model(AppConfig.from_env(columns=columns), "qwen", stack)
         labels = config.labels
         assert labels["custom"].startswith(f"our fine-tuned run {verified_adapter().version}")
         assert "task prompt" in labels["standin"] and "no tuning" in labels["standin"]
