@@ -26,7 +26,12 @@ def create_api_app(
 ) -> FastAPI:
     """Backends are built from the configuration unless given (tests)."""
     config = replace(config or AppConfig.from_env(serves_page=False), serves_page=False)
-    runtime = Runtime.build(config, backends)
+    return rest_app(Runtime.build(config, backends), title="Writing suggestions API")
+
+
+def rest_app(runtime: Runtime, *, title: str) -> FastAPI:
+    """A FastAPI app with the REST routes, closing the runtime's service when it stops (the
+    reviewer app mounts its page on one)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +40,7 @@ def create_api_app(
         finally:
             await runtime.service.aclose()
 
-    app = FastAPI(title="Writing suggestions API", lifespan=lifespan)
+    app = FastAPI(title=title, lifespan=lifespan)
     app.state.runtime = runtime
     app.include_router(rest_router(runtime))
     return app

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 
 import gradio as gr
 from fastapi import FastAPI
 
 from suggestions.backends import Backend
 
+from .api import rest_app
 from .config import AppConfig
 from .render import CSS
-from .rest import rest_router
 from .runtime import Runtime
 from .ui import build_blocks
 
@@ -55,17 +54,8 @@ def _create(
     config: AppConfig, backends: Mapping[str, Backend] | None, rng: random.Random | None
 ) -> FastAPI:
     runtime = Runtime.build(config, backends, rng)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await runtime.service.aclose()
-
-    app = FastAPI(title="Writing suggestions reviewer app", lifespan=lifespan)
-    app.state.runtime = runtime
-    app.include_router(rest_router(runtime))  # before the mount, which takes every other path
+    app = rest_app(runtime, title="Writing suggestions reviewer app")
+    # the REST routes come before the mount, which takes every other path
     return gr.mount_gradio_app(  # type: ignore[no-any-return]
         app,
         build_blocks(runtime),

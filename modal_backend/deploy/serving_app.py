@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,18 @@ def endpoint_url(class_name: str) -> str:
     return str(url)
 
 
+def _with_model_urls(environment: Callable[..., dict[str, str]]) -> dict[str, str]:
+    """`environment` for this container: the deployed model classes' URLs and our key."""
+    urls = {
+        name: endpoint_url(name) for name in dict.fromkeys((MODEL_CLASS, SETTINGS.baseline_class))
+    }
+    return environment(
+        model_url=urls[MODEL_CLASS],
+        baseline_url=urls[SETTINGS.baseline_class],
+        api_key=os.environ["MODAL_API_KEY"],
+    )
+
+
 def ui_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[str, str]:
     """The reviewer app's variables on Modal: both slots on our own endpoints (the one slot
     wiring, as for a local server), its own API behind the same key, its state on the volume."""
@@ -321,16 +334,7 @@ def ui_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[s
 @modal.concurrent(max_inputs=100)  # one container serves every reviewer at once
 @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)  # else the page login guards it
 def reviewer_app() -> Any:
-    urls = {
-        name: endpoint_url(name) for name in dict.fromkeys((MODEL_CLASS, SETTINGS.baseline_class))
-    }
-    os.environ.update(
-        ui_environment(
-            model_url=urls[MODEL_CLASS],
-            baseline_url=urls[SETTINGS.baseline_class],
-            api_key=os.environ["MODAL_API_KEY"],
-        )
-    )
+    os.environ.update(_with_model_urls(ui_environment))
     web = importlib.import_module("app.web")  # by name: only this image ships the app package
     return web.create_web_app()
 
@@ -361,16 +365,7 @@ def api_environment(*, model_url: str, baseline_url: str, api_key: str) -> dict[
 @modal.concurrent(max_inputs=100, target_inputs=50)  # requests that wait on the model class
 @modal.asgi_app()  # the bearer key guards it (APP_API_KEY): the platform's server calls it
 def suggestion_api() -> Any:
-    urls = {
-        name: endpoint_url(name) for name in dict.fromkeys((MODEL_CLASS, SETTINGS.baseline_class))
-    }
-    os.environ.update(
-        api_environment(
-            model_url=urls[MODEL_CLASS],
-            baseline_url=urls[SETTINGS.baseline_class],
-            api_key=os.environ["MODAL_API_KEY"],
-        )
-    )
+    os.environ.update(_with_model_urls(api_environment))
     api = importlib.import_module("app.api")  # by name: only this image ships the app package
     return api.create_api_app()
 

@@ -54,22 +54,13 @@ LAPTOP_RECIPE: tuple[str, ...] = (
 """One pass over our 2,768 examples at r=8: about 40 minutes on 2 CPU cores, where two passes at
 r=16 would take an hour; r=8 also keeps the shipped adapter under 5 MB."""
 QWEN_RECIPE: tuple[str, ...] = (
-    "--epochs",
-    "1",
+    *LAPTOP_RECIPE,
     "--max-steps",
     "60",
     "--batch-size",
     "4",
     "--grad-accum",
     "1",
-    "--lora-r",
-    "8",
-    "--lora-alpha",
-    "16",
-    "--max-seq-length",
-    "512",
-    "--logging-steps",
-    "5",
     "--save-steps",
     "10",
     "--eval-fraction",

@@ -47,6 +47,16 @@ class Finished:
 EngineEvent = Delta | Finished
 
 
+@dataclass
+class AdapterState:
+    """What `/health` says of one adapter id: the version serving and the last load error."""
+
+    version: str
+    path: str
+    error: str | None = None
+    swaps: int = 0
+
+
 class EngineError(RuntimeError):
     """The engine failed on a request it accepted (the server answers 500)."""
 

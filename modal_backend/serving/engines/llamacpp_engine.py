@@ -29,6 +29,7 @@ from typing import Any
 from ..gguf_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, write_gguf_lora
 from ..model_parts import default_cache_dir
 from .base import (
+    AdapterState,
     Delta,
     Emit,
     EngineError,
@@ -64,16 +65,6 @@ class _Server:
     retired: bool = False
 
 
-@dataclass
-class _AdapterState:
-    """What `/health` says of one adapter id: the version serving and the last load error."""
-
-    version: str
-    path: str
-    error: str | None = None
-    swaps: int = 0
-
-
 class LlamaCppEngine:
     """One GGUF model in llama.cpp, with `parallel` slots sharing a context of `context_tokens`
     tokens per slot, answering as `model_id` and as each adapter's id."""
@@ -100,13 +91,13 @@ class LlamaCppEngine:
         self.context_tokens = context_tokens
         self._threads = threads or max(1, os.cpu_count() or 1)
         self._lock = threading.Lock()
-        self._states: dict[str, _AdapterState] = {}
+        self._states: dict[str, AdapterState] = {}
         self._servers: dict[str, _Server] = {self.model_id: _Server(self._start(None), None)}
         for adapter_id, (path, adapter_version) in (adapters or {}).items():
             self._check_id(adapter_id)
             lora = LoraFile(adapter_id, self.as_gguf_lora(path, adapter_version), adapter_version)
             self._servers[adapter_id] = _Server(self._start(lora), lora)
-            self._states[adapter_id] = _AdapterState(adapter_version, str(path))
+            self._states[adapter_id] = AdapterState(adapter_version, str(path))
         self.max_concurrency = parallel * len(self._servers)
 
     def _start(self, lora: LoraFile | None) -> Any:
@@ -179,7 +170,7 @@ class LlamaCppEngine:
             server = self._start(lora)
         except Exception as exc:  # a bad file raises from the writer or from llama.cpp
             with self._lock:
-                state = self._states.setdefault(model_id, _AdapterState(version, str(path)))
+                state = self._states.setdefault(model_id, AdapterState(version, str(path)))
                 state.error = f"could not load version {version} from {path}: {exc}"
                 logger.error("adapter %s: %s", model_id, state.error)
             return False
@@ -187,7 +178,7 @@ class LlamaCppEngine:
             old = self._servers.get(model_id)
             self._servers[model_id] = _Server(server, lora)
             self.max_concurrency = self.parallel * len(self._servers)
-            state = self._states.setdefault(model_id, _AdapterState(version, str(path)))
+            state = self._states.setdefault(model_id, AdapterState(version, str(path)))
             state.swaps += 1 if old is not None else 0
             state.version, state.path, state.error = version, str(path), None
             if old is not None:

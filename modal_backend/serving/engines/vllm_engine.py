@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 
 from ..end_of_turn import stop_ids
 from .base import (
+    AdapterState,
     Delta,
     EngineError,
     EngineEvent,
@@ -89,16 +90,6 @@ class Adapter:
     request: Any  # vllm.lora.request.LoRARequest
     in_flight: int = 0
     retired: bool = False
-
-
-@dataclass
-class AdapterState:
-    """What `/health` says of one adapter id: the version serving and the last load error."""
-
-    version: str
-    path: str
-    error: str | None = None
-    swaps: int = 0
 
 
 def on_cpu() -> bool:
