@@ -135,7 +135,7 @@ async def at_concurrency(
 
 
 def serve(engine: Engine) -> Any:
-    limits = ServiceLimits(queue_timeout_s=600)  # measure queueing, not 503s
+    limits = ServiceLimits(first_token_budget_s=600, finish_budget_s=3600)  # queueing, not 503s
     return serve_in_thread(create_app(engine, api_key=KEY, limits=limits))
 
 

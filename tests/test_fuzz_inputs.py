@@ -592,7 +592,12 @@ def chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     request that samples (and so may ramble) still ends quickly."""
     folder = tiny_model_dir(tmp_path_factory.mktemp("fuzz-models"), "mute")
     engine = TransformersEngine.load(folder, model_id=TINY_MODEL_ID, version="fuzz")
-    limits = ServiceLimits(max_tokens=FUZZ_MAX_TOKENS, default_max_tokens=4, queue_timeout_s=60)
+    limits = ServiceLimits(
+        max_tokens=FUZZ_MAX_TOKENS,
+        default_max_tokens=4,
+        first_token_budget_s=60,
+        finish_budget_s=600,
+    )
     with running_service(engine, limits) as url:
         yield url
 

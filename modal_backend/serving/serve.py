@@ -98,10 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-input-chars", type=int, default=ServiceLimits.max_input_chars)
     parser.add_argument(
-        "--queue-timeout",
+        "--first-token-budget",
         type=float,
-        default=ServiceLimits.queue_timeout_s,
-        help="seconds a request waits for a free slot before a 503",
+        default=ServiceLimits.first_token_budget_s,
+        help="seconds a request may wait for its first token before a 503 + Retry-After",
+    )
+    parser.add_argument(
+        "--finish-budget",
+        type=float,
+        default=ServiceLimits.finish_budget_s,
+        help="seconds a request may be predicted to take in all before a 503 + Retry-After",
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     return parser
@@ -143,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
-    limits = ServiceLimits(max_input_chars=args.max_input_chars, queue_timeout_s=args.queue_timeout)
+    limits = ServiceLimits(
+        max_input_chars=args.max_input_chars,
+        first_token_budget_s=args.first_token_budget,
+        finish_budget_s=args.finish_budget,
+    )
     app = create_app(loader, api_key=api_key, limits=limits, aliases=tuple(args.alias))
     print(f"Model service on http://{args.host}:{args.port} ({engine_kind}: {args.model})")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -2,10 +2,11 @@
 
 `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`), `GET /v1/models`,
 `GET /v1/models/{id}` and `GET /health`. Every route but `/health` needs
-`Authorization: Bearer <key>`. Requests beyond the engine's concurrency wait a bounded time
-for a slot, then get 503 with `Retry-After`; a client
-that goes away while its answer is generated stops that generation at the next token. One JSON
-log line per request, with no text and no key.
+`Authorization: Bearer <key>`. `Admission` decides which requests join the engine's batch, from
+each request's size and the engine's measured speed; one that cannot be served within the
+clients' patience gets a prompt 503 with `Retry-After`. A client that goes away while it waits,
+or while its answer is generated, gives its place back at once and stops that generation at the
+next token. One JSON log line per request, with no text and no key.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -27,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from suggestions.keys import authorization_matches, read_api_key
-from suggestions.prompts import MAX_OUTPUT_TOKENS
+from suggestions.prompts import MAX_OUTPUT_TOKENS, estimate_tokens
 from suggestions.wire import (
     DONE,
     ChatCompletionRequest,
@@ -40,6 +41,7 @@ from suggestions.wire import (
     sse_frame,
 )
 
+from .admission import Admission, AdmissionLimits, Overloaded, RequestCost, Ticket
 from .engines.base import (
     Delta,
     Engine,
@@ -55,34 +57,55 @@ from .request_log import RequestLog, RequestRecord, ms_since, request_log
 logger = logging.getLogger(__name__)
 
 EngineLoader = Callable[[], Engine]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """What one request may ask for, and how long it may wait for a free engine slot."""
+    """What one request may ask for, and what the clients will wait for (`AdmissionLimits`)."""
 
     max_input_chars: int = 40_000
     """All message text together; our client's prompts for an 8,000-character passage plus
     context stay well under this."""
     max_tokens: int = MAX_OUTPUT_TOKENS
     default_max_tokens: int = 2048
-    queue_timeout_s: float = 10.0
+    first_token_budget_s: float = AdmissionLimits.first_token_budget_s
+    """Longest a request may wait for its first token before it is refused with a 503."""
+    finish_budget_s: float = AdmissionLimits.finish_budget_s
+    """Longest a request may be predicted to take in all before it is refused with a 503."""
     retry_after_s: int = 2
+    """The `Retry-After` while the model loads, and the shortest one for an overload."""
+
+    def admission(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            first_token_budget_s=self.first_token_budget_s,
+            finish_budget_s=self.finish_budget_s,
+            min_retry_after_s=self.retry_after_s,
+        )
 
 
 class _Service:
-    """The engine (once loaded), its state as `/health` reports it, and its admission slots."""
+    """The engine (once loaded), its state as `/health` reports it, and its admission."""
 
-    def __init__(self, engine: Engine | None, aliases: tuple[str, ...]) -> None:
-        self.engine = engine
+    def __init__(
+        self, engine: Engine | None, aliases: tuple[str, ...], limits: AdmissionLimits
+    ) -> None:
+        self.engine: Engine | None = None
         self.aliases = aliases
-        self.state: Literal["loading", "ready", "failed"] = "ready" if engine else "loading"
-        self.slots = asyncio.Semaphore(engine.max_concurrency) if engine else None
+        self.limits = limits
+        self.state: Literal["loading", "ready", "failed"] = "loading"
+        self.admission: Admission | None = None
         self.loaded_at = int(time.time())
+        if engine is not None:
+            self.ready(engine)
 
     def ready(self, engine: Engine) -> None:
         self.engine = engine
-        self.slots = asyncio.Semaphore(engine.max_concurrency)
+        self.admission = Admission(
+            max_sequences=engine.max_concurrency,
+            kv_tokens=getattr(engine, "kv_token_capacity", None),
+            limits=self.limits,
+        )
         self.loaded_at = int(time.time())
         self.state = "ready"
 
@@ -117,7 +140,7 @@ def create_app(
         raise ValueError("the model service needs an API key")
     limits = limits or ServiceLimits()
     loader = None if hasattr(engine, "stream") else engine
-    service = _Service(None if loader else engine, aliases)  # type: ignore[arg-type]
+    service = _Service(None if loader else engine, aliases, limits.admission())  # type: ignore[arg-type]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +198,8 @@ def create_app(
                 "models": models,
                 **service.engine.status(),
             }
+            if service.admission is not None:
+                body["admission"] = service.admission.status()
         return JSONResponse(body, status_code=200 if service.state == "ready" else 503)
 
     def model_card(model_id: str) -> dict[str, Any]:
@@ -231,20 +256,29 @@ def create_app(
         params = sampling_params(
             chat, default_max_tokens=limits.default_max_tokens, max_tokens_limit=limits.max_tokens
         )
-        assert service.slots is not None
+        admission = service.admission
+        assert admission is not None
+        cost = RequestCost(_prompt_tokens(engine, chat), params.max_tokens)
         try:
-            await asyncio.wait_for(service.slots.acquire(), limits.queue_timeout_s)
-        except TimeoutError:
+            ticket = await _unless_disconnected(request, admission.admit(cost))
+        except Overloaded as exc:
             raise ApiError(
                 503,
-                "the model is busy with other requests; try again shortly",
+                f"the model is busy with other requests ({exc.reason}); try again in "
+                f"{exc.retry_after_s} s",
                 type="service_unavailable",
                 code="overloaded",
-                headers={"Retry-After": str(limits.retry_after_s)},
+                headers={"Retry-After": str(exc.retry_after_s)},
             ) from None
-        generation = _Generation(engine, served_as, chat, record, service.slots)
+        except _ClientGone:
+            record.client_disconnected = True
+            return Response(status_code=499)
+        generation = _Generation(engine, served_as, chat, record, admission, ticket)
         try:
-            first = await generation.start(params)
+            first = await _unless_disconnected(request, generation.start(params))
+        except _ClientGone:
+            record.client_disconnected = True
+            return Response(status_code=499)
         except BaseException:
             await generation.close()
             raise
@@ -281,7 +315,7 @@ def create_app(
 
 
 class _Generation:
-    """One admitted request: its engine stream, timing, and the slot it must give back."""
+    """One admitted request: its engine stream, timing, and the place it must give back."""
 
     def __init__(
         self,
@@ -289,26 +323,35 @@ class _Generation:
         model: str,
         chat: ChatCompletionRequest,
         record: RequestRecord,
-        slots: asyncio.Semaphore,
+        admission: Admission,
+        ticket: Ticket,
     ) -> None:
         self.engine = engine
         self.model = model
         self.chat = chat
         self.record = record
-        self.slots = slots
+        self.admission = admission
+        self.ticket = ticket
         self.events: EngineStream | None = None
         self.closed = False
 
     async def start(self, params: Any) -> EngineEvent:
         """The first event, read before the response starts, so that a request the engine
-        refuses (a prompt longer than its context) still gets an error status."""
+        refuses (a prompt longer than its context) still gets an error status. Closes the
+        generation (giving its place back) if anything goes wrong, the client leaving
+        included."""
         try:
             self.events = self.engine.stream(self.chat.chat_messages(), params, self.model)
             return await self._next()
         except PromptTooLong as exc:
+            await self.close()
             raise ApiError(413, str(exc), code="context_length_exceeded") from exc
         except EngineError as exc:
+            await self.close()
             raise _engine_failed(exc) from exc
+        except BaseException:
+            await self.close()
+            raise
 
     async def _next(self) -> EngineEvent:
         assert self.events is not None
@@ -316,8 +359,12 @@ class _Generation:
             event = await anext(self.events)
         except StopAsyncIteration:
             raise EngineError("the engine ended without a finish event") from None
-        if isinstance(event, Delta) and self.record.ttft_ms is None:
-            self.record.ttft_ms = ms_since(self.record.started)
+        if isinstance(event, Delta):
+            if self.record.ttft_ms is None:
+                self.record.ttft_ms = ms_since(self.record.started)
+            self.admission.tokens(self.ticket, event.tokens)
+        else:
+            self.admission.finished(self.ticket, event.completion_tokens)
         return event
 
     async def _all(self, first: EngineEvent) -> AsyncIterator[EngineEvent]:
@@ -396,7 +443,7 @@ class _Generation:
         self.record.finish_reason = event.finish_reason
 
     async def close(self) -> None:
-        """Stop the engine (if it is still generating) and free the slot, exactly once."""
+        """Stop the engine (if it is still generating) and give the place back, exactly once."""
         if self.closed:
             return
         self.closed = True
@@ -404,7 +451,7 @@ class _Generation:
             if self.events is not None:
                 await self.events.aclose()
         finally:
-            self.slots.release()
+            self.admission.release(self.ticket)
 
 
 class _ClosingStreamingResponse(StreamingResponse):
@@ -451,6 +498,38 @@ async def _load(service: _Service, loader: EngineLoader) -> None:
 async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its answer started."""
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result, or `_ClientGone` (with `work` cancelled) if the client leaves first:
+    a request that waits for a place or a first token must not hold either for nobody."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise _ClientGone
+    return task.result()
+
+
+def _prompt_tokens(engine: Engine, chat: ChatCompletionRequest) -> int:
+    """The prompt's size for the KV cache: the engine's own count where it keeps a cache,
+    otherwise an estimate from the characters."""
+    messages = chat.chat_messages()
+    count = getattr(engine, "prompt_ids", None)
+    if getattr(engine, "kv_token_capacity", None) is not None and count is not None:
+        with contextlib.suppress(Exception):  # the engine reports a bad prompt itself, later
+            return len(count(messages))
+    return sum(estimate_tokens(m["content"]) + 8 for m in messages)
 
 
 def _engine_failed(exc: EngineError) -> ApiError:

@@ -22,6 +22,7 @@ from modal_backend.serving.engines.base import Delta, Finished, SamplingParams
 from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from modal_backend.serving.promotion_follower import PromotionFollower
 from modal_backend.serving.registry import Registry
+from modal_backend.serving.server import ServiceLimits
 from modal_backend.serving.shipped_adapter import verified_adapter
 from suggestions.prompts import build_messages
 from tests.model_service_support import API_KEY, GRAMMAR_REQUEST, auth, running_service
@@ -133,8 +134,37 @@ def test_base_and_adapter_are_two_ids_with_different_answers(engine: VLLMEngine,
     assert len(tuned) < 1.5 * len(GRAMMAR_REQUEST.text) < len(stock), (tuned, stock)
 
 
-def test_admission_comes_from_the_engine(engine: VLLMEngine) -> None:
-    assert 1 <= engine.max_concurrency <= 8  # within max_num_seqs, from the KV cache's size
+def test_the_engine_reports_its_batch_ceiling_and_its_kv_cache(engine: VLLMEngine) -> None:
+    assert engine.max_concurrency == 8  # max_num_seqs: how many fit is admission's call
+    assert engine.kv_token_capacity is not None
+    assert engine.kv_token_capacity >= engine.settings.max_model_len
+
+
+def test_a_real_overload_gets_503_with_retry_after_never_a_500(engine: VLLMEngine) -> None:
+    limits = ServiceLimits(first_token_budget_s=1.0, finish_budget_s=3.0)
+
+    async def burst(url: str) -> list[httpx.Response]:
+        body = {"model": TUNED, "messages": MESSAGES, "max_tokens": 256}
+        async with httpx.AsyncClient(timeout=120) as client:
+            calls = [
+                client.post(f"{url}/v1/chat/completions", json=body, headers=auth())
+                for _ in range(24)
+            ]
+            return list(await asyncio.gather(*calls))
+
+    with running_service(engine, limits) as url:
+        replies = asyncio.run(burst(url))
+        health = httpx.get(f"{url}/health").json()["admission"]
+    statuses = sorted(reply.status_code for reply in replies)
+    assert set(statuses) == {200, 503}, statuses  # some answered, some refused, nothing else
+    for reply in replies:
+        if reply.status_code == 503:
+            assert int(reply.headers["retry-after"]) >= 1
+            assert reply.json()["error"]["code"] == "overloaded"
+        else:
+            assert reply.json()["choices"][0]["message"]["content"]
+    assert health["refused"] == statuses.count(503)
+    assert health["running"] == health["waiting"] == 0
 
 
 def test_a_prompt_longer_than_the_context_is_a_413(url: str) -> None:

@@ -33,6 +33,9 @@ class SamplingParams:
 @dataclass(frozen=True, slots=True)
 class Delta:
     text: str
+    tokens: int = 1
+    """Tokens behind this text (more than one when speculation accepts drafts); the server's
+    admission learns the engine's speed from them."""
 
 
 @dataclass(frozen=True, slots=True)

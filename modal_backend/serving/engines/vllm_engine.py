@@ -140,6 +140,7 @@ class VLLMEngine:
                 raise ValueError(f"the tokenizer in {model_path} has no chat template")
             self.stop_token_ids = stop_ids(self.tokenizer)  # vLLM adds the model's own EOS
             self.max_concurrency = self._capacity()
+            self.kv_token_capacity = self._kv_tokens()
             for adapter_id, (path, adapter_version) in (adapters or {}).items():
                 self.set_adapter(adapter_id, path, adapter_version)
         except BaseException:
@@ -178,14 +179,15 @@ class VLLMEngine:
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
 
     def _capacity(self) -> int:
-        """Requests the KV cache holds at full length, within `max_num_seqs`: the server admits
-        that many at once and queues the rest."""
+        """How many requests run at once at most (`max_num_seqs`); how many fit the KV cache is
+        the server's admission decision, from each request's real size (`kv_token_capacity`)."""
+        return max(1, self.settings.max_num_seqs)
+
+    def _kv_tokens(self) -> int | None:
+        """Tokens the KV cache holds across all requests (blocks times block size)."""
         cache = self._engine.vllm_config.cache_config
-        fits = getattr(cache, "kv_cache_max_concurrency", None)
-        if not fits:
-            blocks = int(getattr(cache, "num_gpu_blocks", 0) or 0)
-            fits = blocks * int(cache.block_size) / self.settings.max_model_len
-        return max(1, min(self.settings.max_num_seqs, int(fits)))
+        blocks = int(getattr(cache, "num_gpu_blocks", 0) or 0)
+        return blocks * int(cache.block_size) if blocks else None
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the engine's loop from any thread that is not that loop."""
@@ -209,6 +211,7 @@ class VLLMEngine:
         return {
             "engine": "vllm",
             "max_concurrency": self.max_concurrency,
+            "kv_token_capacity": self.kv_token_capacity,
             "speculative": self.settings.speculative,
             "adapters": adapters,
         }
@@ -409,7 +412,7 @@ class _VLLMStream:
                 caller.call_soon_threadsafe(queue.put_nowait, item)
 
         engine = self.engine
-        completion = 0
+        completion = pending = 0
         reason = "length"
         try:
             outputs = engine._engine.generate(
@@ -423,8 +426,10 @@ class _VLLMStream:
                 completion += len(piece.token_ids)
                 with engine._lock:
                     engine.tokens_generated += len(piece.token_ids)
-                if piece.text:
-                    hand(Delta(piece.text))
+                pending += len(piece.token_ids)
+                if piece.text:  # tokens that end mid-character come with the next text
+                    hand(Delta(piece.text, pending))
+                    pending = 0
                 if output.finished:
                     reason = "stop" if piece.finish_reason in ("stop", "abort") else "length"
             hand(Finished(reason, len(prompt), completion))  # type: ignore[arg-type]
