@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-local
 
-.PHONY: demo cli-demo serve finetune finetune-qwen browser test typescript lint bench clean
+.PHONY: demo cli-demo serve finetune finetune-qwen browser test typescript docs docs-check lint bench clean
 
 # vLLM's CPU build pulls PyPI's torchvision/torchaudio/torchcodec (CUDA builds) that break
 # `import transformers` beside the CPU torch; nothing here uses them, so they go right away.
@@ -59,7 +59,7 @@ finetune-qwen: $(STAMP)
 browser:
 	@scripts/install-chromium.sh
 
-test: $(STAMP) browser typescript
+test: $(STAMP) browser typescript docs-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -72,6 +72,15 @@ typescript: $(STAMP)
 	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
 	cd clients/typescript && WRITING_PYTHON=$(abspath $(BIN)/python) npm run check
 
+# The documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8008, rebuilt on every save.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# The site built with --strict into site/: a broken link or anchor, or a page missing from the
+# navigation, fails it (and so `make test`).
+docs-check: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python bench/client_core.py
 	$(BIN)/python bench/serving.py
@@ -80,4 +89,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/app_compare.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis artifacts site

@@ -1,5 +1,5 @@
 """The GPU plan as arithmetic: how many requests one model container serves at once, and what
-each GPU allows and costs, so the README's GPU table is computed rather than typed.
+each GPU allows and costs, so the docs' GPU table is computed rather than typed.
 
 Every speed here is a bound, not a measurement (no GPU was available when this was written).
 Decoding one token reads every weight once, so one request's tokens/s is at most the memory
@@ -70,7 +70,7 @@ GPUS = (
     Gpu("B200", 180, 8000, 6.25, "native"),
 )
 """Prices are Modal's list prices for the GPU alone (CPU and memory are billed on top); see the
-README for where each comes from."""
+docs/operators/gpus-and-cost.md for where each comes from."""
 
 
 def weights_gb(precision: Precision) -> float:
@@ -112,7 +112,7 @@ def default_gpu() -> Gpu:
 
 
 def markdown_table(default: str, target: int = TARGET_INPUTS) -> str:
-    """The README's GPU table, the default GPU in bold."""
+    """The GPU table of docs/operators/gpus-and-cost.md, the default GPU in bold."""
     lines = [
         "| GPU | memory | $/hour | bf16 tok/s bound | FP8 tok/s bound | concurrent requests, "
         "bf16 / FP8 | 100-token suggestion, bf16 / FP8 | $ per 1,000 suggestions, bf16 / FP8 |",

@@ -207,7 +207,7 @@ class _ModelContainer:
 
 MODEL_CONTAINER: dict[str, Any] = {
     "image": gpu_image,
-    "gpu": SETTINGS.gpu,  # which GPU? H100 by default: the README's GPU table says why
+    "gpu": SETTINGS.gpu,  # which GPU? H100 by default: the docs' GPU table says why
     # what to serve (the runs and the pointer); base weights, downloaded once and kept
     "volumes": {WEIGHTS_MOUNT: weights_volume, HF_CACHE_MOUNT: hf_cache_volume},
     "secrets": model_secrets,  # the bearer key, and a Hub token where one is named

@@ -118,7 +118,7 @@ class DeploySettings(BaseSettings):
     """`vllm`: both model ids on one GPU, batched; `transformers`: the fallback, one request at
     a time per container and the baseline in a class of its own."""
     gpu: str = "H100"
-    """One of `GPU_MEMORY_GB` (the README's GPU table says why H100)."""
+    """One of `GPU_MEMORY_GB` (the GPU table in docs/operators/gpus-and-cost.md says why H100)."""
     speculative: SpeculationChoice = "off"
     """`ngram`: vLLM's prompt-lookup speculation (1.47x on one request on CPU, no gain at batch
     8: to be measured on the GPU before it is turned on)."""

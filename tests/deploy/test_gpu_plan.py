@@ -1,5 +1,5 @@
 """The GPU plan: its bounds agree with DESIGN.md's physical limits, its rule picks the default
-GPU the settings deploy, and the README's table is the one it computes."""
+GPU the settings deploy, and the docs' table is the one it computes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from modal_backend.deploy import gpu_plan
 from modal_backend.deploy.settings import GPU_MEMORY_GB, DeploySettings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GPU_PAGE = Path(__file__).resolve().parents[2] / "docs" / "operators" / "gpus-and-cost.md"
 GPUS = {gpu.name: gpu for gpu in gpu_plan.GPUS}
 
 
@@ -50,8 +50,7 @@ def test_every_planned_gpu_is_one_the_settings_take() -> None:
         assert GPU_MEMORY_GB[gpu.name] == gpu.memory_gb
 
 
-def test_the_readme_shows_the_computed_table() -> None:
-    text = README.read_text()
-    section = text[text.index("## Deploying to Modal") : text.index("## The eval harness")]
-    assert gpu_plan.markdown_table(gpu_plan.default_gpu().name) in section
-    assert f"target concurrency {gpu_plan.TARGET_INPUTS}" in section
+def test_the_docs_show_the_computed_table() -> None:
+    page = GPU_PAGE.read_text()
+    assert gpu_plan.markdown_table(gpu_plan.default_gpu().name) in page
+    assert f"target concurrency {gpu_plan.TARGET_INPUTS}" in page

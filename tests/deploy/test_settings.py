@@ -9,7 +9,7 @@ import pytest
 
 from modal_backend.deploy.settings import DeployConfigError, DeploySettings
 
-# The README's Settings table, as variables.
+# The Settings table of docs/operators/deploy.md, as variables.
 DOCUMENTED_DEFAULTS = {
     "WRITING_ENGINE": "vllm",
     "WRITING_GPU": "H100",
