@@ -1,23 +1,26 @@
-"""Admission under load, before and after, measured in one run on one vLLM engine.
+"""Admission under load, before and after, measured in one run.
 
-    python bench/admission.py [--burst 64] [--rows 60] [--slowdown 13]
+    python bench/admission.py [--burst 64] [--rows 16] [--only burst|slow] [--out FILE]
 
-SmolLM2-135M-Instruct with our fine-tuned adapter on vLLM (`max_num_seqs` 32, 4,096-token
-context), one engine behind two servers: "before" admits as the server did until now (as many
-requests as the KV cache holds at the full context, each waiting at most 10 s for a place, then a
-503), "after" uses `Admission` (each request's real size, the engine's measured speed, the
-clients' patience).
+"Before" admits as the server did until 2026-12-06: as many requests as the KV cache holds at the
+full context (`max_model_len`), each waiting at most 10 s for a place, then a 503. "After" is
+`Admission`: each request's real size, the engine's measured speed, the clients' patience. Both
+run on the same engine, one after the other.
 
-1. A burst: `--burst` streaming grammar requests sent at once, no client retries. Completed
-   share (target >= 95 %), refusals (503 + Retry-After), errors, and the completed requests'
-   total latency P50/P95.
-2. The slow case, scaled: a model that is `--slowdown` times slower (Qwen2.5-Coder-1.5B in fp32
-   has 13x SmolLM2's parameters) is stood in for by SmolLM2 with every patience divided by that
-   factor: our client's timeouts (30 s to a first byte, 120 s in all) and the server's budgets.
-   The eval harness (`eval.runner.run`, concurrency 8, two model ids, retrying as it does) scores
-   `--rows` rows of our eval set, re-run with `--resume` until every row is answered (at most 4
-   passes). Counted: answers, failures by kind, and streams cut mid-way (a client that left
-   after its first token: work the server did for nobody).
+1. A burst, on SmolLM2-135M-Instruct + our adapter (vLLM, `max_num_seqs` 32, 4,096-token
+   context): `--burst` streaming grammar requests sent at once, no client retries. Completed
+   share (target >= 95 %), refusals (503 + Retry-After), other errors, and the completed
+   requests' total latency P50/P95.
+2. The slow case: Qwen2.5-Coder-1.5B-Instruct in fp32 (dequantized from the stand-in's GGUF) on
+   the same vLLM settings, two model ids (the stock model and, where `make finetune-qwen` left
+   one under artifacts/, its tuned adapter; otherwise an alias), scored by the eval harness at
+   concurrency 8 with our client's default patience (30 s to a first byte, 120 s in all, two
+   retries honouring Retry-After) over `--rows` rows of our eval set, re-run with `--resume`
+   until every row is answered (at most 3 passes). Three ways: the old admission with the
+   harness as it was (one ask per row and pass), the new admission with the same harness, and
+   the new admission with the harness's pacing (`eval run --overload-tries`, the default). Counted:
+   answers per pass, failures by kind, streams cut mid-way (a client that left after its first
+   token: work done for nobody), wall time.
 """
 
 from __future__ import annotations
@@ -39,10 +42,16 @@ from typing import Any
 import httpx
 
 from eval.data import load_dataset
+from eval.pacing import MAX_PACED_TRIES
 from eval.runner import RunPlan, run
 from modal_backend.serving.engines.base import Engine
 from modal_backend.serving.local import serve_in_thread
-from modal_backend.serving.local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
+from modal_backend.serving.local_bases import (
+    QWEN_15B,
+    SMOLLM2_MODEL_ID,
+    ensure_hf_base,
+    ensure_smollm2,
+)
 from modal_backend.serving.server import ServiceLimits, create_app
 from modal_backend.serving.shipped_adapter import verified_adapter
 from modal_backend.training.config import DEFAULT_EVAL_SET, resolve_path
@@ -52,10 +61,7 @@ from suggestions.prompts import build_messages, max_output_tokens
 
 KEY = "bench-key"
 TUNED = "writing-llama"
-TUNED_TWIN = "writing-llama-b"
-"""The same adapter under a second id: two model ids, as an eval of two runs asks for."""
 OLD_QUEUE_TIMEOUT_S = 10.0
-CLIENT_READ_TIMEOUT_S = 30.0
 CLIENT_TOTAL_TIMEOUT_S = 120.0
 
 
@@ -175,30 +181,21 @@ class CutStreams(logging.Handler):
             self.answered += 1
 
 
-def harness(url: str, rows: int, slowdown: float, out: Path) -> dict[str, Any]:
-    """The eval harness against `url` with its patience divided by `slowdown`, re-run until
-    every row is answered."""
-    settings = Settings(
-        modal_llama_url=url,
-        modal_api_key=KEY,
-        modal_llama_model=TUNED,
-        baseline_url=url,
-        baseline_api_key=KEY,
-        baseline_model=TUNED_TWIN,
-        read_timeout_s=CLIENT_READ_TIMEOUT_S / slowdown,
-        total_timeout_s=CLIENT_TOTAL_TIMEOUT_S / slowdown,
-    )
+def harness(settings: Settings, rows: int, overload_tries: int, out: Path) -> dict[str, Any]:
+    """The eval harness over `rows` rows and two model ids, re-run until every row is answered
+    (at most 3 passes)."""
     cut = CutStreams()
     logging.getLogger("modal_backend.requests").addHandler(cut)
     passes: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        for attempt in range(4):
+        for attempt in range(3):
             plan = RunPlan(
                 dataset=resolve_path(DEFAULT_EVAL_SET),
                 backends=("custom", "baseline"),
                 out=out,
                 concurrency=8,
+                overload_tries=overload_tries,
                 limit=rows,
                 resume=attempt > 0,
             )
@@ -208,7 +205,13 @@ def harness(url: str, rows: int, slowdown: float, out: Path) -> dict[str, Any]:
                 row = json.loads(line)
                 latest[(row["example_id"], row["backend"])] = row
             failed = Counter(r.get("error_kind") for r in latest.values() if not r.get("ok"))
-            passes.append({"answered": len(latest) - sum(failed.values()), "failed": failed})
+            passes.append(
+                {
+                    "answered": len(latest) - sum(failed.values()),
+                    "failed": dict(failed),
+                    "after_s": round(time.perf_counter() - started, 1),
+                }
+            )
             print(f"  pass {attempt + 1}: {passes[-1]}", flush=True)
             if not failed:
                 break
@@ -223,13 +226,16 @@ def harness(url: str, rows: int, slowdown: float, out: Path) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--burst", type=int, default=64, help="requests sent at once")
-    parser.add_argument("--rows", type=int, default=60, help="eval rows in the slow case")
-    parser.add_argument("--slowdown", type=float, default=13.0, help="the slow model's factor")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    args = parser.parse_args(argv)
+def old_rule(engine: Any, settings: Any) -> tuple[Engine, ServiceLimits]:
+    """The engine and limits as the old admission saw them."""
+    kv = engine.kv_token_capacity or 0
+    places = max(1, min(settings.max_num_seqs, kv // settings.max_model_len))
+    print(f"KV cache: {kv:,} tokens; the old rule's places: {places}", flush=True)
+    limits = ServiceLimits(first_token_budget_s=OLD_QUEUE_TIMEOUT_S, finish_budget_s=math.inf)
+    return FixedPlaces(engine, places), limits  # type: ignore[return-value]
+
+
+def burst_part(count: int) -> list[dict[str, Any]]:
     from modal_backend.serving.engines.vllm_engine import VLLMEngine, VLLMSettings
 
     adapter = verified_adapter()
@@ -237,61 +243,88 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = VLLMEngine(
         ensure_smollm2(progress=False),
         model_id=SMOLLM2_MODEL_ID,
-        adapters={
-            TUNED: (adapter.path, adapter.version),
-            TUNED_TWIN: (adapter.path, adapter.version),
-        },
+        adapters={TUNED: (adapter.path, adapter.version)},
         settings=settings,
     )
-    kv = engine.kv_token_capacity or 0
-    old_places = max(1, min(settings.max_num_seqs, kv // settings.max_model_len))
-    print(
-        f"KV cache: {kv:,} tokens; the old rule's places: {old_places}; "
-        f"max_num_seqs: {settings.max_num_seqs}",
-        flush=True,
-    )
-    before: Engine = FixedPlaces(engine, old_places)  # type: ignore[assignment]
-    old_limits = ServiceLimits(first_token_budget_s=OLD_QUEUE_TIMEOUT_S, finish_budget_s=math.inf)
     grammar = [e for e in load_dataset(resolve_path(DEFAULT_EVAL_SET)) if e.type == "grammar"]
     work = [
-        LlamaRequest(text=grammar[i % len(grammar)].source, type="grammar")
-        for i in range(args.burst)
+        LlamaRequest(text=grammar[i % len(grammar)].source, type="grammar") for i in range(count)
     ]
-    results: dict[str, Any] = {"kv_token_capacity": kv, "old_places": old_places}
+    lines = []
     try:
         with serve_in_thread(create_app(engine, api_key=KEY)) as url:
-            burst(url, work[:4])  # warm-up: prefix cache, adapters, the speed estimate
-        results["burst"] = []
+            burst(url, work[:4])  # warm-up: prefix cache, the adapter
+        before, old_limits = old_rule(engine, settings)
         for label, served, limits in (
             ("before", before, old_limits),
             ("after", engine, ServiceLimits()),
         ):
             with serve_in_thread(create_app(served, api_key=KEY, limits=limits)) as url:
-                results["burst"].append(burst_line(label, burst(url, work)))
-        scaled = ServiceLimits(
-            first_token_budget_s=ServiceLimits.first_token_budget_s / args.slowdown,
-            finish_budget_s=ServiceLimits.finish_budget_s / args.slowdown,
-        )
-        old_scaled = ServiceLimits(
-            first_token_budget_s=OLD_QUEUE_TIMEOUT_S / args.slowdown, finish_budget_s=math.inf
-        )
-        results["slow"] = {}
-        for label, served, limits in (("before", before, old_scaled), ("after", engine, scaled)):
+                lines.append(burst_line(label, burst(url, work)))
+    finally:
+        engine.close()
+    return lines
+
+
+def slow_part(rows: int) -> dict[str, Any]:
+    from modal_backend.serving.engines.vllm_engine import VLLMEngine, VLLMSettings
+
+    tuned = sorted(Path("artifacts/qwen-weights/runs").glob("*/adapter/adapter_config.json"))
+    adapters = {TUNED: (tuned[-1].parent, "qwen-run")} if tuned else {}
+    settings = VLLMSettings(max_model_len=4096, max_num_seqs=32)
+    engine = VLLMEngine(
+        ensure_hf_base(QWEN_15B, progress=False),
+        model_id="qwen2.5-coder-1.5b-instruct",
+        adapters=adapters,
+        settings=settings,
+    )
+    aliases = () if adapters else (TUNED,)
+    client = Settings(
+        modal_llama_url="http://unset",
+        modal_api_key=KEY,
+        modal_llama_model=TUNED,
+        baseline_url="http://unset",
+        baseline_api_key=KEY,
+        baseline_model=engine.model_id,
+    )
+    results: dict[str, Any] = {"tuned_adapter": str(tuned[-1].parent) if tuned else None}
+    before, old_limits = old_rule(engine, settings)
+    cases = (
+        ("before", before, old_limits, 1),
+        ("after, harness as it was", engine, ServiceLimits(), 1),
+        ("after, harness pacing", engine, ServiceLimits(), MAX_PACED_TRIES),
+    )
+    try:
+        for label, served, limits, tries in cases:
             print(f"slow case, {label}:", flush=True)
-            with (
-                serve_in_thread(create_app(served, api_key=KEY, limits=limits)) as url,
-                tempfile.TemporaryDirectory() as folder,
-            ):
-                outcome = harness(url, args.rows, args.slowdown, Path(folder) / "run")
-            results["slow"][label] = outcome
+            app = create_app(served, api_key=KEY, limits=limits, aliases=aliases)
+            with serve_in_thread(app) as url, tempfile.TemporaryDirectory() as folder:
+                pointed = client.model_copy(update={"modal_llama_url": url, "baseline_url": url})
+                outcome = harness(pointed, rows, tries, Path(folder) / "run")
+            results[label] = outcome
             print(
-                f"{label:<8} finished: {outcome['finished']} after {len(outcome['passes'])} "
-                f"pass(es), {outcome['streams_cut_mid_way']} streams cut mid-way, "
-                f"{outcome['wall_s']} s",
+                f"{label:<28} finished: {outcome['finished']} after "
+                f"{len(outcome['passes'])} pass(es), {outcome['streams_cut_mid_way']} streams cut "
+                f"mid-way, {outcome['wall_s']} s",
                 flush=True,
             )
     finally:
         engine.close()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=64, help="requests sent at once")
+    parser.add_argument("--rows", type=int, default=16, help="eval rows in the slow case")
+    parser.add_argument("--only", choices=("burst", "slow"), default=None, help="one part")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    if args.only != "slow":
+        results["burst"] = burst_part(args.burst)
+    if args.only != "burst":
+        results["slow"] = slow_part(args.rows)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -21,6 +21,7 @@ from suggestions.errors import ConfigurationError
 
 from .data import DatasetError, load_dataset
 from .metrics.registry import LATENCY_TARGET_MS
+from .pacing import MAX_PACED_TRIES
 from .run_folder import REPORT_HTML, REPORT_MD, RunFolderError
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets/eval/writing-eval-v1.jsonl"
@@ -47,7 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run backends over a dataset and score them")
     run.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     run.add_argument("--backends", default="custom,baseline,mock", help="comma-separated")
-    run.add_argument("--concurrency", type=_positive, default=4)
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=4,
+        help="requests in flight at most; halved while the server says it is overloaded",
+    )
+    run.add_argument(
+        "--overload-tries",
+        type=_positive,
+        default=MAX_PACED_TRIES,
+        help="asks per row while the server answers 503/429 or times out, each after a "
+        f"pause (default {MAX_PACED_TRIES}; 1: record the first failure)",
+    )
     run.add_argument("--limit", type=_positive, default=None, help="only the first K examples")
     run.add_argument("--out", type=Path, required=True, help="the run folder, e.g. runs/NAME")
     run.add_argument(
@@ -129,6 +142,7 @@ def _run(options: argparse.Namespace) -> int:
         backends=names,
         out=options.out,
         concurrency=options.concurrency,
+        overload_tries=options.overload_tries,
         limit=options.limit,
         resume=options.resume,
         retry_failed=not options.keep_failures,

@@ -32,6 +32,7 @@ from suggestions.config import MODEL_SLOTS
 from suggestions.errors import BackendError, ConfigurationError
 
 from .data import EvalExample, dataset_sha256, load_dataset
+from .pacing import MAX_PACED_TRIES, Pacer, overloaded, pause_s
 from .run_folder import (
     PredictionWriter,
     code_version,
@@ -71,6 +72,8 @@ class RunPlan:
     backends: tuple[str, ...]
     out: Path
     concurrency: int = 4
+    overload_tries: int = MAX_PACED_TRIES
+    """Asks per pair while the server is overloaded (503/429, timeouts), each after a pause."""
     limit: int | None = None
     resume: bool = False
     retry_failed: bool = True
@@ -121,13 +124,21 @@ async def run(
     ]
     service = SuggestionService(recorders, usage=None)  # type: ignore[arg-type]
     writer = PredictionWriter(plan.out)
-    slots = asyncio.Semaphore(plan.concurrency)
+    pacer = Pacer(plan.concurrency)
     retrying = sum((example.id, name) in latest for _, example, name in pending)
     bar = _progress(len(pending), len(latest) - retrying, retrying, progress)
 
     async def one(index: int, example: EvalExample, name: str) -> None:
-        async with slots:
-            row = await _predict(service, recorders[name], example, name)
+        for tries in range(1, plan.overload_tries + 1):
+            async with pacer.slot():
+                row = await _predict(service, recorders[name], example, name)
+            if not overloaded(row) or tries == plan.overload_tries:
+                break
+            await pacer.overloaded()  # fewer at once, then this pair again after a pause
+            await asyncio.sleep(pause_s(tries))
+        if row["ok"]:
+            await pacer.succeeded()
+        row["paced_tries"] = tries
         before = latest.get((example.id, name))
         attempt = 1 + (int(before["attempts"]) if before is not None else 0)
         writer.write({"index": index, **row, "attempt": attempt})
@@ -204,6 +215,7 @@ async def _predict(
             "error": exc.user_message,
             "total_ms": round((time.perf_counter() - started) * 1000, 1),
             "retries": max(exc.attempts - 1, 0),
+            **({"status": exc.status_code} if exc.status_code is not None else {}),
         }
     attempts = recorder.attempts.pop(id(request), 1)
     ttft = response.time_to_first_token_ms

@@ -69,6 +69,8 @@ def _run_args(dataset: Path, out: Path, backends: str = "custom") -> list[str]:
         backends,
         "--concurrency",
         "1",  # requests reach the server in dataset order, so each scripted reply has its row
+        "--overload-tries",
+        "1",  # one ask per row and run: the paced re-asks are tested in test_pacing.py
         "--out",
         str(out),
         "--no-progress",
