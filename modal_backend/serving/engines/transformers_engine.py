@@ -4,12 +4,22 @@ This is the path Modal runs on a GPU, and what the tests run on CPU with a tiny 
 is greedy unless a temperature is asked for, stops on the tokenizer's EOS and on the chat
 template's end-of-turn token (Llama 3's `<|eot_id|>`, ChatML's `<|im_end|>`), and streams
 decoded text through a `TextStreamer` as words complete.
+
+Generation runs in the engine's own long-lived threads (`GenerationThreads`, one per request it
+runs at once), each set up once for the model's device (autograd off, its CUDA device current),
+not in a new thread per request: whatever torch and CUDA set up per thread is then paid once,
+not by every request. On an H200 a user measured `_generate` at 29.7 tok/s in the main thread
+and 10.6-14.4 in any new worker thread; `scripts/gpu_probe.py` runs the same generation every
+suspected way side by side (its `decode` section) so a GPU session can tell which cause it was.
+Either way this engine is a fallback: eager batch-1 decoding is bound by Python launching
+kernels, far below what the GPU's memory bandwidth allows (see DESIGN.md).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,7 @@ from .base import (
     Emit,
     EngineStream,
     Finished,
+    GenerationThreads,
     Message,
     PromptTooLong,
     SamplingParams,
@@ -61,6 +72,10 @@ class TransformersEngine(SingleModel):
         self.tokens_generated = 0
         """Every token produced since load, cancelled requests included (a cost meter)."""
         self._count_lock = threading.Lock()
+        self.threads = GenerationThreads(
+            max_concurrency, name=f"generate-{model_id}", setup=thread_setup(model)
+        )
+        """Where generation runs: long-lived threads set up for the model's device."""
 
     @classmethod
     def load(
@@ -109,13 +124,13 @@ class TransformersEngine(SingleModel):
     def stream(
         self, messages: list[Message], params: SamplingParams, model: str | None = None
     ) -> EngineStream:
-        return ThreadedStream(lambda emit, stop: self._generate(messages, params, emit, stop))
+        return ThreadedStream(
+            lambda emit, stop: self._generate(messages, params, emit, stop), self.threads
+        )
 
-    def _generate(
-        self, messages: list[Message], params: SamplingParams, emit: Emit, stop: StopFlag
-    ) -> None:
-        input_ids = self.prompt_ids(messages)
-        prompt_tokens = int(input_ids.shape[-1])
+    def generation_config(self, params: SamplingParams, prompt_tokens: int) -> GenerationConfig:
+        """What `generate` is given for a request: its length within the context, greedy or
+        sampled, and every stop token. Raises PromptTooLong when the prompt leaves no room."""
         room = self.context_tokens - prompt_tokens
         if room <= 0:
             raise PromptTooLong(
@@ -123,7 +138,7 @@ class TransformersEngine(SingleModel):
                 f"{self.context_tokens:,}"
             )
         sampling = params.temperature > 0
-        config = GenerationConfig(
+        return GenerationConfig(
             max_new_tokens=min(params.max_tokens, room),
             do_sample=sampling,
             temperature=params.temperature if sampling else None,
@@ -135,7 +150,14 @@ class TransformersEngine(SingleModel):
                 else self.tokenizer.pad_token_id
             ),
         )
-        if sampling and params.seed is not None:
+
+    def _generate(
+        self, messages: list[Message], params: SamplingParams, emit: Emit, stop: StopFlag
+    ) -> None:
+        input_ids = self.prompt_ids(messages)
+        prompt_tokens = int(input_ids.shape[-1])
+        config = self.generation_config(params, prompt_tokens)
+        if config.do_sample and params.seed is not None:
             torch.manual_seed(params.seed)
         streamer = _EmittingStreamer(self.tokenizer, emit)
         with torch.inference_mode():
@@ -161,7 +183,21 @@ class TransformersEngine(SingleModel):
             self.tokens_generated += 1
 
     def close(self) -> None:
+        self.threads.close()
         self.model = None
+
+
+def thread_setup(model: Any) -> Callable[[], None]:
+    """What each generation thread sets once for itself: torch keeps the grad mode and the
+    current CUDA device per thread, so a new thread starts with autograd on and device 0."""
+    device = getattr(model, "device", None)
+
+    def setup() -> None:
+        torch.set_grad_enabled(False)
+        if device is not None and device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device.index)
+
+    return setup
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -172,20 +208,29 @@ def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
 
 
 class _CountAndStop:
-    """Runs after every generated token: counts it, and ends generation once the client is gone."""
+    """Runs after every generated token: counts it, and ends generation once the client is gone.
+
+    Its two possible answers are made once per request, not per token (`generate` combines them
+    into a new tensor, so they are never changed)."""
 
     def __init__(self, engine: TransformersEngine, stop: StopFlag) -> None:
         self.engine = engine
         self.stop = stop
+        self._answers: dict[bool, Any] = {}
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-
         self.engine._count()
-        return torch.full((input_ids.shape[0],), self.stop.is_set(), device=input_ids.device)
+        stopping = self.stop.is_set()
+        answer = self._answers.get(stopping)
+        if answer is None or answer.shape[0] != input_ids.shape[0]:
+            answer = torch.full((input_ids.shape[0],), stopping, device=input_ids.device)
+            self._answers[stopping] = answer
+        return answer
 
 
 class _EmittingStreamer(TextStreamer):
-    """`TextStreamer`'s word-boundary decoding, handing each finished piece to `emit`.
+    """`TextStreamer`'s word-boundary decoding, handing each finished piece to `emit` with the
+    number of tokens behind it (a word is often several).
 
     `TextIteratorStreamer` does the same through a queue read by a second thread; emitting
     directly keeps one worker thread per request.
@@ -194,10 +239,17 @@ class _EmittingStreamer(TextStreamer):
     def __init__(self, tokenizer: Any, emit: Emit) -> None:
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.emit = emit
+        self.unsent_tokens = 0
+
+    def put(self, value: Any) -> None:
+        if not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.unsent_tokens += int(value.shape[-1]) if value.dim() else 1
+        super().put(value)
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
-            self.emit(Delta(text))
+            self.emit(Delta(text, max(1, self.unsent_tokens)))
+            self.unsent_tokens = 0
 
 
 def _load_with_transformers(model_path: Path, adapter_path: str | Path | None, device: str) -> Any:
