@@ -88,5 +88,16 @@ bench: $(STAMP)
 	$(BIN)/python bench/eval_harness.py
 	$(BIN)/python bench/app_compare.py
 
+# What a lent GPU machine lacks, in build/gpu-bundle (ignored; about 14 MiB, refused over 60): the
+# project's source, its runtime dependencies as CPython 3.12 manylinux wheels, and the real
+# Llama-3 tokenizer with our chat template. On the device, with build/gpu-bundle carried along:
+#   python3 scripts/gpu_probe.py --bundle build/gpu-bundle --out $OUT/probe.json
+# (the server with the transformers engine on a Llama-3.1-8B-shaped model at concurrency 1, 4
+# and 16, the engine's decode against model.generate, the PEFT training pipeline on CUDA; one
+# JSON, rewritten after each section, so a run cut short still reports). Its CPU path runs in
+# the tests; `make gpu-bundle` needs PyPI.
+gpu-bundle: $(VENV)/.created
+	$(BIN)/python scripts/gpu_bundle.py --out build/gpu-bundle
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis artifacts site
