@@ -1,6 +1,8 @@
 """GPU check of the fine-tuning pipeline: Unsloth's GPU path, end to end, on a small Llama.
 
-Run it on a machine with a CUDA GPU and the training extras installed:
+Run it on a machine with a CUDA GPU and the training extras installed (Modal's training image,
+or any host that can install Unsloth; a lent machine that cannot install them runs
+`scripts/gpu_probe.py` instead, the PEFT path with the project's own bundle):
 
     pip install -e '.[train,eval]'
     python scripts/gpu_check.py                # 4-bit base, as in production
