@@ -83,6 +83,7 @@ class Outcome:
     retry_after: str | None
     total_s: float
     done: bool
+    error: str = ""
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, request: LlamaRequest) -> Outcome:
@@ -110,6 +111,7 @@ async def one_stream(client: httpx.AsyncClient, url: str, request: LlamaRequest)
                 response.headers.get("retry-after"),
                 time.perf_counter() - started,
                 done,
+                response.json()["error"]["message"] if response.status_code != 200 else "",
             )
     except httpx.HTTPError:
         return Outcome(0, None, time.perf_counter() - started, False)
@@ -146,6 +148,13 @@ def burst_line(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "server_errors_5xx": sum(1 for o in outcomes if o.status >= 500 and o.status != 503),
         "other_failures": sum(1 for o in outcomes if o.status == 200 and not o.done)
         + sum(1 for o in outcomes if o.status == 0),
+        "refusal_reasons": sorted({o.error for o in refused})[:5],
+        "refused_after_s": [
+            round(min(o.total_s for o in refused), 2),
+            round(max(o.total_s for o in refused), 2),
+        ]
+        if refused
+        else None,
         "total_p50_s": round(pct(done, 50), 2),
         "total_p95_s": round(pct(done, 95), 2),
     }
