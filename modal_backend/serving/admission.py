@@ -15,11 +15,12 @@ do, from two things it measures as it serves:
 
 A request joins the batch (first come, first served) when the batch is below the engine's ceiling,
 its tokens fit the KV cache, and at the new batch size it is predicted to finish within
-`finish_budget_s`. An idle engine always takes a request. A request that waits is refused at
-once, with a `Retry-After` that says when the work ahead should be done, as soon as even the
-engine's best measured throughput would start it after `first_token_budget_s` or finish it after
-`finish_budget_s`; one that is still waiting when the first-token budget runs out is refused
-then. A client that leaves gives its place back at once (the server cancels `admit`).
+`finish_budget_s`; the first `always_admitted` (2) are taken whatever the estimates say. A
+request that waits is refused at once, with a `Retry-After` that says when the work ahead should
+be done, as soon as even the engine's best measured throughput would start it after
+`first_token_budget_s` or finish it after `finish_budget_s`; one that is still waiting when the
+first-token budget runs out is refused then. A client that leaves gives its place back at once
+(the server cancels `admit`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class AdmissionLimits:
 
     first_token_budget_s: float = 25.0
     finish_budget_s: float = 60.0
+    always_admitted: int = 2
+    """Requests the batch takes whatever the estimates say (within the ceiling and the KV
+    cache): a side-by-side comparison streams its columns at once, and a second request never
+    waits on a guess."""
     min_retry_after_s: int = 1
     max_retry_after_s: int = 60
 
@@ -249,6 +254,8 @@ class Admission:
             return False
         if self.kv_tokens is not None and self._reserved + ticket.cost.kv_tokens > self.kv_tokens:
             return False
+        if batch < self.limits.always_admitted:
+            return True
         per_token = self.speed.pessimistic(batch + 1)
         if per_token is None:  # no measurement yet: one request shows the engine's speed
             return False

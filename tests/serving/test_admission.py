@@ -31,7 +31,13 @@ class Clock:
 
 
 def admission(clock: Clock, **kwargs: object) -> Admission:
-    options: dict[str, object] = {"max_sequences": 32, "clock": clock}
+    """Admission with only the first request taken unconditionally, so that the estimates
+    decide from the second on."""
+    options: dict[str, object] = {
+        "max_sequences": 32,
+        "clock": clock,
+        "limits": AdmissionLimits(always_admitted=1),
+    }
     return Admission(**(options | kwargs))  # type: ignore[arg-type]
 
 
@@ -60,6 +66,18 @@ async def test_an_idle_engine_takes_a_request_at_once() -> None:
     a = admission(Clock())
     ticket = await a.admit(RequestCost(prompt_tokens=10_000, max_tokens=10_000))
     assert a.status()["running"] == 1 and ticket.admitted_at is not None
+
+
+async def test_two_requests_always_run_at_once_a_side_by_side_comparison() -> None:
+    clock = Clock()
+    a = Admission(max_sequences=8, clock=clock)  # the default limits
+    first = await a.admit(RequestCost(prompt_tokens=100, max_tokens=10_000))
+    a.tokens(first, 1)
+    run_steps(a, clock, [first], 1.0, 2)  # slow: 5,000 expected tokens would take 83 minutes
+    second = await pending(a, RequestCost(prompt_tokens=100, max_tokens=10_000))
+    third = await pending(a, RequestCost(prompt_tokens=100, max_tokens=10_000))
+    assert second.done() and not second.exception()
+    assert third.done() and isinstance(third.exception(), Overloaded)
 
 
 async def test_until_the_engine_has_shown_its_speed_one_request_runs() -> None:
@@ -105,7 +123,10 @@ async def test_requests_are_counted_at_their_real_size_against_the_kv_cache() ->
 
 async def test_a_slow_engine_refuses_at_once_what_it_cannot_finish_in_time() -> None:
     clock = Clock()
-    a = admission(clock, limits=AdmissionLimits(first_token_budget_s=25, finish_budget_s=60))
+    a = admission(
+        clock,
+        limits=AdmissionLimits(first_token_budget_s=25, finish_budget_s=60, always_admitted=1),
+    )
     first = await a.admit(GRAMMAR)  # expects 60 tokens (half of max_tokens, the prior)
     a.tokens(first, 1)
     run_steps(a, clock, [first], 0.6, 4)  # 0.6 s a token: 36 s for one answer alone
@@ -120,7 +141,7 @@ async def test_a_slow_engine_refuses_at_once_what_it_cannot_finish_in_time() -> 
 
 async def test_batching_that_pays_off_is_measured_and_used() -> None:
     clock = Clock()
-    a = admission(clock, limits=AdmissionLimits(finish_budget_s=32))
+    a = admission(clock, limits=AdmissionLimits(finish_budget_s=32, always_admitted=1))
     first = await a.admit(GRAMMAR)
     a.tokens(first, 1)
     run_steps(a, clock, [first], 0.2, 3)  # 0.2 s a token: 12 s for an answer alone
@@ -136,7 +157,7 @@ async def test_batching_that_pays_off_is_measured_and_used() -> None:
 
 
 async def test_a_waiting_request_is_refused_when_its_first_token_budget_runs_out() -> None:
-    a = admission(Clock(), limits=AdmissionLimits(first_token_budget_s=0.05))
+    a = admission(Clock(), limits=AdmissionLimits(first_token_budget_s=0.05, always_admitted=1))
     await a.admit(GRAMMAR)  # running, never measured: the second cannot be judged
     with pytest.raises(Overloaded):
         await a.admit(GRAMMAR)
