@@ -37,6 +37,11 @@ _SMOOTHING = 0.2
 """Weight of a new measurement in the running averages: recent enough to follow a change of
 load, smooth enough that one slow step does not refuse a burst."""
 _PRIOR_OUTPUT_SHARE = 0.5
+_OPTIMISTIC_OUTPUT_SHARE = 0.1
+_ANSWERS_BEFORE_REFUSING = 3
+"""A refusal rests on measured answer lengths: until this many answers have finished, a waiting
+request is judged as if answers used a tenth of their `max_tokens`, so the start of a burst is
+not refused on a guess (the first-token budget still bounds its wait)."""
 _PUMP_INTERVAL_S = 0.05
 """Between two looks at the queue caused by streamed tokens (a release always looks)."""
 
@@ -88,10 +93,15 @@ class Ticket:
     generated: int = 0
     released: bool = False
 
-    def remaining_tokens(self) -> float:
+    def expected(self, share: float) -> float:
+        """Tokens it will probably produce if answers use `share` of their `max_tokens`."""
+        return max(1.0, self.cost.max_tokens * share)
+
+    def remaining(self, share: float) -> float:
         """Tokens still to come, as far as anyone can tell: a request past its expected length
         is counted as a quarter of it from now."""
-        return max(self.expected_tokens - self.generated, 0.25 * self.expected_tokens)
+        expected = self.expected(share)
+        return max(expected - self.generated, 0.25 * expected)
 
 
 class SpeedModel:
@@ -101,6 +111,7 @@ class SpeedModel:
         self.per_token: dict[int, float] = {}
         self.first_token_s: float | None = None
         self.output_share = _PRIOR_OUTPUT_SHARE
+        self.answers_seen = 0
 
     def observe_step(self, batch: int, seconds_per_token: float) -> None:
         old = self.per_token.get(batch)
@@ -115,6 +126,13 @@ class SpeedModel:
     def observe_output(self, completion_tokens: int, max_tokens: int) -> None:
         share = min(1.0, completion_tokens / max(1, max_tokens))
         self.output_share += _SMOOTHING * (share - self.output_share)
+        self.answers_seen += 1
+
+    def refusal_share(self) -> float:
+        """The output share a refusal is judged by (see `_ANSWERS_BEFORE_REFUSING`)."""
+        if self.answers_seen >= _ANSWERS_BEFORE_REFUSING:
+            return self.output_share
+        return min(self.output_share, _OPTIMISTIC_OUTPUT_SHARE)
 
     def pessimistic(self, batch: int) -> float | None:
         """Seconds per token at `batch`: measured, or extrapolated as if batching gained
@@ -179,7 +197,8 @@ class Admission:
         except TimeoutError:
             self._drop_waiting(ticket)
             raise self._refuse(
-                self._predicted_start(ticket) or 0.0, "no place in the batch within the budget"
+                self._predicted_start(ticket, self.speed.refusal_share()) or 0.0,
+                "no place in the batch within the budget",
             ) from None
         except asyncio.CancelledError:  # the client left: give its place back
             if ticket.future.done() and not ticket.future.cancelled():
@@ -221,6 +240,8 @@ class Admission:
         """Admit from the head of the queue while it fits; refuse those that cannot be served
         in time."""
         now = self._pumped_at = self.clock()
+        for waiting in self._waiting:  # what recent answers taught about lengths
+            waiting.expected_tokens = waiting.expected(self.speed.output_share)
         while self._waiting and self._fits(self._waiting[0], now):
             ticket = self._waiting.popleft()
             ticket.admitted_at = now
@@ -228,14 +249,15 @@ class Admission:
             self._reserved += ticket.cost.kv_tokens
             if not ticket.future.done():
                 ticket.future.set_result(None)
+        share = self.speed.refusal_share()
         for ticket in list(self._waiting):
-            start = self._predicted_start(ticket)
+            start = self._predicted_start(ticket, share)
             if start is None or not self._running:
                 continue
             waited = now - ticket.enqueued_at
             first = waited + start + (self.speed.first_token_s or 0.0)
             per_token = self.speed.pessimistic(max(1, len(self._running)))
-            finish = first + ticket.expected_tokens * (per_token or 0.0)
+            finish = first + ticket.expected(share) * (per_token or 0.0)
             if first > self.limits.first_token_budget_s:
                 reason = f"the work ahead would delay its first token to {first:.0f} s"
             elif finish > self.limits.finish_budget_s:
@@ -263,7 +285,7 @@ class Admission:
         finish = waited + (self.speed.first_token_s or 0.0) + ticket.expected_tokens * per_token
         return finish <= self.limits.finish_budget_s
 
-    def _lanes(self, ticket: Ticket) -> int:
+    def _lanes(self, ticket: Ticket, share: float) -> int:
         """How many requests the batch would hold at most: the ceiling, the KV cache at the
         current mix of sizes, and the batch size at which a request like this still finishes
         in time on the pessimistic estimate."""
@@ -274,27 +296,27 @@ class Admission:
         first = self.speed.first_token_s or 0.0
         while lanes > 1:
             per_token = self.speed.pessimistic(lanes)
-            if per_token is None or first + ticket.expected_tokens * per_token <= (
+            if per_token is None or first + ticket.expected(share) * per_token <= (
                 self.limits.finish_budget_s
             ):
                 break
             lanes -= 1
         return lanes
 
-    def _predicted_start(self, ticket: Ticket) -> float | None:
+    def _predicted_start(self, ticket: Ticket, share: float) -> float | None:
         """Seconds until this waiting request should get its place: the work of those ahead of it
         (what the running requests have left and the requests queued before it) that must be
         done before a lane frees, at the engine's best measured throughput over its lanes."""
-        lanes = self._lanes(ticket)
+        lanes = self._lanes(ticket, share)
         throughput = self.speed.optimistic_throughput(lanes)
         if throughput is None:
             return None
-        ahead = sum(t.remaining_tokens() for t in self._running)
+        ahead = sum(t.remaining(share) for t in self._running)
         count = len(self._running)
         for queued in self._waiting:
             if queued is ticket:
                 break
-            ahead += queued.expected_tokens
+            ahead += queued.expected(share)
             count += 1
         if count < lanes:
             return 0.0

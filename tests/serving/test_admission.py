@@ -127,7 +127,11 @@ async def test_a_slow_engine_refuses_at_once_what_it_cannot_finish_in_time() -> 
         clock,
         limits=AdmissionLimits(first_token_budget_s=25, finish_budget_s=60, always_admitted=1),
     )
-    first = await a.admit(GRAMMAR)  # expects 60 tokens (half of max_tokens, the prior)
+    for _ in range(3):  # answers have used half of their max_tokens: 60 tokens
+        answered = await a.admit(GRAMMAR)
+        a.finished(answered, 60)
+        a.release(answered)
+    first = await a.admit(GRAMMAR)
     a.tokens(first, 1)
     run_steps(a, clock, [first], 0.6, 4)  # 0.6 s a token: 36 s for one answer alone
     # Two at once would take 72 s each if batching gained nothing: not admitted. Waiting, it
@@ -199,6 +203,19 @@ async def test_the_expected_output_follows_what_answers_really_use() -> None:
         a.release(ticket)
     assert a.speed.output_share == pytest.approx(0.25, abs=0.01)
     assert (await a.admit(GRAMMAR)).expected_tokens == pytest.approx(30, abs=1)
+
+
+async def test_no_refusal_rests_on_a_guessed_answer_length() -> None:
+    clock = Clock()
+    a = admission(clock, limits=AdmissionLimits(first_token_budget_s=0.2, always_admitted=1))
+    first = await a.admit(GRAMMAR)
+    a.tokens(first, 1)
+    run_steps(a, clock, [first], 0.6, 4)  # slow, but no answer has finished yet
+    waiting = await pending(a)
+    assert not waiting.done()  # judged as if answers were short: it waits ...
+    with pytest.raises(Overloaded):
+        await waiting  # ... within its first-token budget
+    assert a.speed.refusal_share() == pytest.approx(0.1)
 
 
 def test_unseen_batch_sizes_are_guessed_pessimistically_between_measurements() -> None:
