@@ -167,6 +167,9 @@ class Admission:
 
     max_sequences: int
     kv_tokens: int | None = None
+    fixed_slots: bool = False
+    """An engine whose `max_sequences` slots each hold a context of their own, sized at start
+    (llama.cpp, transformers): every slot is taken; only the queue beyond them is judged."""
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     clock: Callable[[], float] = time.monotonic
     speed: SpeedModel = field(default_factory=SpeedModel)
@@ -276,7 +279,7 @@ class Admission:
             return False
         if self.kv_tokens is not None and self._reserved + ticket.cost.kv_tokens > self.kv_tokens:
             return False
-        if batch < self.limits.always_admitted:
+        if self.fixed_slots or batch < self.limits.always_admitted:
             return True
         per_token = self.speed.pessimistic(batch + 1)
         if per_token is None:  # no measurement yet: one request shows the engine's speed

@@ -92,9 +92,11 @@ class _Service:
 
     def ready(self, engine: Engine) -> None:
         self.engine = engine
+        kv_tokens = getattr(engine, "kv_token_capacity", None)
         self.admission = Admission(
             max_sequences=engine.max_concurrency,
-            kv_tokens=getattr(engine, "kv_token_capacity", None),
+            kv_tokens=kv_tokens,
+            fixed_slots=kv_tokens is None,
             limits=self.limits,
         )
         self.loaded_at = int(time.time())

@@ -80,6 +80,13 @@ async def test_two_requests_always_run_at_once_a_side_by_side_comparison() -> No
     assert third.done() and isinstance(third.exception(), Overloaded)
 
 
+async def test_an_engine_with_fixed_slots_fills_them_whatever_the_estimates() -> None:
+    clock = Clock()
+    a = admission(clock, max_sequences=3, fixed_slots=True)
+    tasks = [await pending(a) for _ in range(4)]
+    assert [task.done() for task in tasks] == [True, True, True, False]
+
+
 async def test_until_the_engine_has_shown_its_speed_one_request_runs() -> None:
     clock = Clock()
     a = admission(clock)
