@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from modal_backend.serving.engines.base import Engine
+from modal_backend.serving.engines.vllm_engine import VLLMSettings  # settings only, no vLLM
 from modal_backend.serving.promotion_follower import DEFAULT_INTERVAL_S, PromotionFollower
 from modal_backend.serving.weights import (
     SERVED_MODEL_ID,
@@ -67,6 +68,10 @@ class VLLMLifecycle:
     refresh: Callable[[], None] | None = None
     """Reloads the weights volume before each look at the pointer (None on this machine)."""
     speculative: Speculation = "off"
+    num_speculative_tokens: int = VLLMSettings.num_speculative_tokens
+    prompt_lookup_min: int = VLLMSettings.prompt_lookup_min
+    prompt_lookup_max: int = VLLMSettings.prompt_lookup_max
+    """The n-gram drafts' length and lookup window, with `speculative="ngram"`."""
     max_num_seqs: int = 32
     follow_interval_s: float = DEFAULT_INTERVAL_S
     engine: VLLMEngine | None = None
@@ -76,9 +81,12 @@ class VLLMLifecycle:
         from modal_backend.serving.engines import vllm_engine
 
         plan = baseline_plan(self.root, self.base_source, fetch=self.fetch)
-        settings = vllm_engine.VLLMSettings(
+        settings = VLLMSettings(
             enable_sleep_mode=True,
             speculative=self.speculative,
+            num_speculative_tokens=self.num_speculative_tokens,
+            prompt_lookup_min=self.prompt_lookup_min,
+            prompt_lookup_max=self.prompt_lookup_max,
             max_num_seqs=self.max_num_seqs,
         )
         self.engine = vllm_engine.VLLMEngine(

@@ -244,6 +244,9 @@ class WritingModel(_ModelContainer):
                 fetch=fetch_base_model,
                 refresh=refresh_weights,
                 speculative=SETTINGS.speculative,
+                num_speculative_tokens=SETTINGS.num_speculative_tokens,
+                prompt_lookup_min=SETTINGS.prompt_lookup_min,
+                prompt_lookup_max=SETTINGS.prompt_lookup_max,
                 max_num_seqs=VLLM_MAX_NUM_SEQS,
                 follow_interval_s=FOLLOW_INTERVAL_S,
             )

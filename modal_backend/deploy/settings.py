@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modal_backend.deploy.warm_hours import ScheduleError, WarmSchedule
+from modal_backend.serving.engines.vllm_engine import VLLMSettings
 
 ENV_PREFIX = "WRITING_"
 
@@ -122,6 +123,11 @@ class DeploySettings(BaseSettings):
     speculative: SpeculationChoice = "off"
     """`ngram`: vLLM's prompt-lookup speculation (1.47x on one request on CPU, no gain at batch
     8: to be measured on the GPU before it is turned on)."""
+    num_speculative_tokens: int = Field(VLLMSettings.num_speculative_tokens, ge=1, le=64)
+    """With `ngram`: tokens drafted per request per step at most (`bench/speculation.py`)."""
+    prompt_lookup_min: int = Field(VLLMSettings.prompt_lookup_min, ge=1, le=16)
+    prompt_lookup_max: int = Field(VLLMSettings.prompt_lookup_max, ge=1, le=16)
+    """With `ngram`: the shortest and longest run of recent tokens looked up in the request."""
     min_containers: int = Field(1, ge=0)
     """`WritingModel` containers kept warm during the warm hours (at most max_containers)."""
     baseline_min_containers: int = Field(1, ge=0)
@@ -191,6 +197,11 @@ class DeploySettings(BaseSettings):
                     f"{env_name(field)} must be between 0 and WRITING_MAX_CONTAINERS "
                     f"({self.max_containers})"
                 )
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise DeployConfigError(
+                f"WRITING_PROMPT_LOOKUP_MIN ({self.prompt_lookup_min}) must not exceed "
+                f"WRITING_PROMPT_LOOKUP_MAX ({self.prompt_lookup_max})"
+            )
         if self.speculative != "off" and self.engine != "vllm":
             raise DeployConfigError(
                 f"WRITING_SPECULATIVE={self.speculative} needs WRITING_ENGINE=vllm: the "

@@ -26,6 +26,7 @@ from suggestions.errors import ConfigurationError
 from suggestions.keys import read_api_key
 
 from .engines.base import Engine
+from .engines.vllm_engine import VLLMSettings  # the settings only: vLLM loads with the engine
 from .local_bases import SMOLLM2_MODEL_ID, ensure_smollm2
 from .model_parts import LOCAL_DEFAULT, ModelUnavailable, ensure_model
 from .server import ServiceLimits, create_app
@@ -75,6 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("off", "ngram"),
         default="off",
         help="n-gram (prompt-lookup) speculative decoding (vllm)",
+    )
+    parser.add_argument(
+        "--num-speculative-tokens",
+        type=_positive,
+        default=VLLMSettings.num_speculative_tokens,
+        help="n-gram drafts: tokens proposed per request per step at most (vllm; default "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--prompt-lookup-min",
+        type=_positive,
+        default=VLLMSettings.prompt_lookup_min,
+        help="n-gram drafts: the shortest run of recent tokens looked up (vllm; default "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--prompt-lookup-max",
+        type=_positive,
+        default=VLLMSettings.prompt_lookup_max,
+        help="n-gram drafts: the longest run looked up (vllm; default %(default)s)",
     )
     parser.add_argument(
         "--max-model-len", type=int, default=4096, help="prompt plus answer tokens (vllm)"
@@ -267,6 +288,14 @@ def parse_adapters(values: Sequence[str], *, gguf_files: bool = False) -> dict[s
 
 
 def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
+    settings = VLLMSettings(  # checked first: a bad value stops the command before any fetch
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.parallel or VLLMSettings.max_num_seqs,
+        speculative=args.speculative,
+        num_speculative_tokens=args.num_speculative_tokens,
+        prompt_lookup_min=args.prompt_lookup_min,
+        prompt_lookup_max=args.prompt_lookup_max,
+    )
     folder, model_id = _model_folder(args)
     model_id = model_id or folder.name
     adapters = {
@@ -275,13 +304,8 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
     _check_adapter_ids(args, model_id, adapters)
 
     def load() -> Engine:
-        from .engines.vllm_engine import VLLMEngine, VLLMSettings
+        from .engines.vllm_engine import VLLMEngine
 
-        settings = VLLMSettings(
-            max_model_len=args.max_model_len,
-            max_num_seqs=args.parallel or VLLMSettings.max_num_seqs,
-            speculative=args.speculative,
-        )
         engine = VLLMEngine(
             folder,
             model_id=model_id,

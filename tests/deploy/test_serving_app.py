@@ -189,6 +189,14 @@ def test_the_engine_setting_picks_the_fallback(monkeypatch: pytest.MonkeyPatch) 
         ),
         ({"WRITING_SPECULATIVE": "eagle"}, "WRITING_SPECULATIVE='eagle': use off or ngram"),
         (
+            {"WRITING_NUM_SPECULATIVE_TOKENS": "0"},
+            "WRITING_NUM_SPECULATIVE_TOKENS must be between 1 and 64",
+        ),
+        (
+            {"WRITING_PROMPT_LOOKUP_MIN": "5", "WRITING_PROMPT_LOOKUP_MAX": "4"},
+            "WRITING_PROMPT_LOOKUP_MIN (5) must not exceed WRITING_PROMPT_LOOKUP_MAX (4)",
+        ),
+        (
             {"WRITING_ENGINE": "transformers", "WRITING_SPECULATIVE": "ngram"},
             "WRITING_SPECULATIVE=ngram needs WRITING_ENGINE=vllm",
         ),

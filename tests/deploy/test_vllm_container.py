@@ -164,7 +164,13 @@ def test_the_snapshot_hooks_sleep_the_base_then_wake_it_and_load_the_adapter(
 def test_the_engine_is_started_for_sleep_mode_and_the_batch(
     events: list[Event], volume: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deploy = vllm_app(monkeypatch, WRITING_SPECULATIVE="ngram")
+    deploy = vllm_app(
+        monkeypatch,
+        WRITING_SPECULATIVE="ngram",
+        WRITING_NUM_SPECULATIVE_TOKENS="7",
+        WRITING_PROMPT_LOOKUP_MIN="1",
+        WRITING_PROMPT_LOOKUP_MAX="3",
+    )
     with container(deploy.WritingModel, volume, monkeypatch):
         pass
     (engine,) = FakeVLLM.instances
@@ -172,6 +178,8 @@ def test_the_engine_is_started_for_sleep_mode_and_the_batch(
     assert settings is not None and settings.enable_sleep_mode  # else nothing can sleep
     assert settings.max_num_seqs == gpu_plan.VLLM_MAX_NUM_SEQS
     assert settings.speculative == "ngram"
+    assert (settings.num_speculative_tokens, settings.prompt_lookup_min) == (7, 1)
+    assert settings.prompt_lookup_max == 3
 
 
 def test_a_promotion_and_a_rollback_are_followed_without_a_restart(

@@ -1,6 +1,7 @@
 """n-gram (prompt-lookup) speculation must not change what a greedy request answers: drafts are
-only kept where the model would have chosen the same tokens. Checked on grammar rows of our
-eval set, through the fine-tuned adapter, with speculation off and then on."""
+only kept where the model would have chosen the same tokens. Checked with the engine's default
+draft settings (those `bench/speculation.py` chose) on grammar, clarity and style rows of our
+eval set, through the fine-tuned adapter and the stock base, with speculation off and then on."""
 
 from __future__ import annotations
 
@@ -18,38 +19,60 @@ from suggestions import LlamaRequest
 from suggestions.prompts import build_messages, max_output_tokens
 
 pytest.importorskip("vllm", reason="vLLM is installed by `make test` on Linux x86-64 only")
-from modal_backend.serving.engines.vllm_engine import VLLMEngine, VLLMSettings
+from modal_backend.serving.engines.vllm_engine import Speculation, VLLMEngine, VLLMSettings
 
 pytestmark = pytest.mark.timeout(900)
-ROWS = 6
+ROWS = {"grammar": 4, "clarity": 1, "style": 1}
+TUNED = "writing-llama"
+BASE_ROWS = 2
+"""The stock base rambles to its token limit: two requests are enough to cover it."""
 
 
-def greedy_answers(folder: Path, speculative: str) -> tuple[list[str], int]:
-    rows = [e for e in load_dataset(resolve_path(DEFAULT_EVAL_SET)) if e.type == "grammar"]
-    requests = [LlamaRequest(text=e.source, type="grammar") for e in rows[:ROWS]]
+def requests() -> list[LlamaRequest]:
+    rows = load_dataset(resolve_path(DEFAULT_EVAL_SET))
+    picked: list[LlamaRequest] = []
+    for kind, count in ROWS.items():
+        of_kind = [e for e in rows if e.type == kind][:count]
+        picked += [LlamaRequest(text=e.source, type=e.type) for e in of_kind]
+    return picked
+
+
+def greedy_answers(folder: Path, speculative: Speculation) -> tuple[list[str], int]:
     shipped = verified_adapter()
     engine = VLLMEngine(
         folder,
         model_id=SMOLLM2_MODEL_ID,
-        adapters={"writing-llama": (shipped.path, shipped.version)},
-        settings=VLLMSettings(max_model_len=1024, max_num_seqs=4, speculative=speculative),  # type: ignore[arg-type]
+        adapters={TUNED: (shipped.path, shipped.version)},
+        settings=VLLMSettings(max_model_len=1024, max_num_seqs=4, speculative=speculative),
     )
+    work = [(TUNED, r) for r in requests()] + [(None, r) for r in requests()[:BASE_ROWS]]
 
-    async def one(request: LlamaRequest) -> str:
+    async def one(model: str | None, request: LlamaRequest) -> str:
         params = SamplingParams(max_tokens=max_output_tokens(request))
         text = ""
-        async for event in engine.stream(build_messages(request), params, "writing-llama"):
+        async for event in engine.stream(build_messages(request), params, model):
             if isinstance(event, Delta):
                 text += event.text
         return text
 
     async def each() -> list[str]:
-        return [await one(request) for request in requests]  # one at a time: batch-1 decoding
+        return [await one(model, request) for model, request in work]  # batch-1 decoding
 
     try:
         return asyncio.run(each()), engine.tokens_generated
     finally:
         engine.close()
+
+
+def test_the_default_drafts_are_those_the_sweep_chose() -> None:
+    config = VLLMSettings(speculative="ngram").speculative_config()
+    assert config == {
+        "method": "ngram",
+        "num_speculative_tokens": VLLMSettings.num_speculative_tokens,
+        "prompt_lookup_min": VLLMSettings.prompt_lookup_min,
+        "prompt_lookup_max": VLLMSettings.prompt_lookup_max,
+    }
+    assert VLLMSettings(speculative="off").speculative_config() is None
 
 
 def test_speculation_gives_the_same_greedy_text() -> None:

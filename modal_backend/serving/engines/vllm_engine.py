@@ -44,13 +44,11 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 Speculation = Literal["off", "ngram"]
-NGRAM_SPECULATION: dict[str, Any] = {
-    "method": "ngram",
-    "num_speculative_tokens": 5,
-    "prompt_lookup_max": 4,
-    "prompt_lookup_min": 2,
-}
-"""Drafts of up to 5 tokens copied from where the last 2-4 tokens occur in the prompt."""
+NGRAM_SPECULATION: dict[str, Any] = {"method": "ngram"}
+"""vLLM's prompt-lookup proposer: each step it finds the last `prompt_lookup_min` to
+`prompt_lookup_max` tokens earlier in the request (prompt or answer so far) and drafts up to
+`num_speculative_tokens` of the tokens that followed them; one forward pass verifies the drafts
+and keeps those the model would have chosen itself (`VLLMSettings` holds the numbers)."""
 
 T = TypeVar("T")
 
@@ -65,6 +63,13 @@ class VLLMSettings:
     max_num_seqs: int = 32
     """Requests batched together at most; admission also stays within the KV cache."""
     speculative: Speculation = "off"
+    num_speculative_tokens: int = 5
+    """n-gram drafts: tokens proposed per request per step at most."""
+    prompt_lookup_min: int = 2
+    prompt_lookup_max: int = 4
+    """n-gram drafts: the shortest and longest run of recent tokens looked up."""
+    speculative_max_batch: int | None = None
+    """Drafts only while at most this many requests share a step; None: at any batch size."""
     max_lora_rank: int = 16
     max_loras: int = 2
     """Adapters resident at once: the promoted one and, during a swap, the one it replaces."""
@@ -78,6 +83,35 @@ class VLLMSettings:
     """None: eager on a CPU (torch.compile's cache does not reload there), graphs on a GPU."""
     log_stats: bool = False
     """vLLM's own periodic stats (throughput, speculation acceptance), for benchmarks."""
+
+    def __post_init__(self) -> None:
+        if min(self.num_speculative_tokens, self.prompt_lookup_min) < 1:
+            raise ValueError("num_speculative_tokens and prompt_lookup_min must be 1 or more")
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError(
+                f"prompt_lookup_min ({self.prompt_lookup_min}) must not exceed "
+                f"prompt_lookup_max ({self.prompt_lookup_max})"
+            )
+        if self.speculative_max_batch is not None and self.speculative_max_batch < 1:
+            raise ValueError("speculative_max_batch must be 1 or more (None: any batch)")
+
+    def speculative_config(self) -> dict[str, Any] | None:
+        """vLLM's `speculative_config` for these settings; None with speculation off."""
+        if self.speculative != "ngram":
+            return None
+        config = {
+            **NGRAM_SPECULATION,
+            "num_speculative_tokens": self.num_speculative_tokens,
+            "prompt_lookup_min": self.prompt_lookup_min,
+            "prompt_lookup_max": self.prompt_lookup_max,
+        }
+        most = self.speculative_max_batch
+        if most is not None:  # drafts up to `most` requests a step, none above
+            config["num_speculative_tokens_per_batch_size"] = [
+                (1, most, self.num_speculative_tokens),
+                (most + 1, max(most + 1, self.max_num_seqs), 0),
+            ]
+        return config
 
 
 @dataclass
@@ -171,9 +205,7 @@ class VLLMEngine:
             "max_loras": settings.max_loras,
             "gpu_memory_utilization": settings.gpu_memory_utilization,
             "enable_sleep_mode": settings.enable_sleep_mode and not cpu,
-            "speculative_config": dict(NGRAM_SPECULATION)
-            if settings.speculative == "ngram"
-            else None,
+            "speculative_config": settings.speculative_config(),
             "disable_log_stats": not settings.log_stats,
         }
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
