@@ -1,7 +1,8 @@
 """n-gram (prompt-lookup) speculation swept on this machine: draft length and lookup window
 against decode speed, acceptance and concurrency, with greedy text checked against no speculation.
 
-    python bench/speculation.py [--rows 8] [--quick] [--only off,k16] [--out PATH]
+    python bench/speculation.py [--rows 8] [--quick] [--only off,k16] [--repeat N]
+                                [--concurrency 1,4,8] [--out PATH]
 
 Each configuration starts one `VLLMEngine` (SmolLM2-135M-Instruct on this CPU, fp32, eager,
 `max_num_seqs=8`, `max_model_len=2048`) serving the stock base and our shipped adapter
@@ -16,8 +17,10 @@ once, called directly (no HTTP). For every cell it reports:
   and the share of the answer's tokens that came from accepted drafts;
 - whether every answer is the same text as with speculation off (at c=1).
 
-`off` runs first and last, so drift in the machine's load shows; ratios are against the mean of
-the two. Results go to `--out` (default `bench/results/speculation.json`) as JSON.
+`off` runs first and last, so drift in the machine's load shows; ratios are against the pooled
+`off` runs. `--repeat N` runs the chosen list N times over, interleaved (off, a, b, off, a, b,
+...), and pools each configuration's runs: on a shared machine a few percent is within the drift
+of a single run. Results go to `--out` (default `bench/results/speculation.json`) as JSON.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class Config:
     k: int = 5
     lookup_min: int = 2
     lookup_max: int = 4
-    max_batch: int | None = None
+    max_batch: int = 0
+    """Drafts while at most this many requests share a step; 0: at any batch size."""
 
     def settings(self) -> Any:
         from modal_backend.serving.engines.vllm_engine import VLLMSettings
@@ -74,8 +78,8 @@ class Config:
         )
 
 
-def ngram(k: int, lo: int = 2, hi: int = 4, max_batch: int | None = None) -> Config:
-    tail = f"-b{max_batch}" if max_batch is not None else ""
+def ngram(k: int, lo: int = 2, hi: int = 4, max_batch: int = 0) -> Config:
+    tail = f"-b{max_batch}" if max_batch else ""
     return Config(f"k{k}-{lo}:{hi}{tail}", "ngram", k, lo, hi, max_batch)
 
 
@@ -83,6 +87,8 @@ OFF = Config("off")
 SWEEP = [
     OFF,
     ngram(5),  # the setting before this sweep
+    ngram(5, max_batch=4),  # the default since: drafts at small batches only
+    ngram(8, max_batch=4),
     ngram(8),
     ngram(12),
     ngram(16),
@@ -307,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=8, help="grammar rows (half as many others)")
     parser.add_argument("--quick", action="store_true", help="off, k8, off; 2 rows; c=1 and 4")
     parser.add_argument("--only", default="", help="comma-separated config names to run")
+    parser.add_argument("--repeat", type=int, default=1, help="run the list N times, interleaved")
+    parser.add_argument("--concurrency", default="", help="comma-separated, e.g. 1,8")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -316,16 +324,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = [parse(name) for name in wanted if name not in {c.name for c in configs}]
         configs = [c for c in configs if c.name in wanted] + extra
     concurrencies = (1, 4) if args.quick else (1, 4, 8)
+    if args.concurrency:
+        concurrencies = tuple(int(c) for c in args.concurrency.split(","))
     work = workload(2 if args.quick else args.rows)
 
     handler = Acceptance()  # attached to vLLM's logger once an engine is up
     folder = ensure_smollm2(progress=False)
     adapter = verified_adapter()
     cells: list[Cell] = []
-    for config in configs:
-        cells += run_config(config, folder, adapter, work, concurrencies, handler)
+    for _ in range(args.repeat):
+        for config in configs:
+            cells += run_config(config, folder, adapter, work, concurrencies, handler)
 
-    report = summarize(cells, configs)
+    report = summarize(pooled(cells), configs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {args.out}")
@@ -337,7 +348,17 @@ def parse(name: str) -> Config:
     head, _, rest = name.partition("-")
     window, _, batch = rest.partition("-b")
     lo, _, hi = window.partition(":")
-    return ngram(int(head[1:]), int(lo), int(hi), int(batch) if batch else None)
+    return ngram(int(head[1:]), int(lo), int(hi), int(batch) if batch else 0)
+
+
+def pooled(cells: list[Cell]) -> list[Cell]:
+    """One cell per configuration, model, concurrency and row type: repeated runs merged."""
+    groups: dict[tuple[str, str, int, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.config, cell.model, cell.concurrency, cell.row_type), []).append(
+            cell
+        )
+    return [merge(group, group[0].row_type) for group in groups.values()]
 
 
 def summarize(cells: list[Cell], configs: list[Config]) -> dict[str, Any]:
