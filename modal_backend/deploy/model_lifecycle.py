@@ -67,11 +67,12 @@ class VLLMLifecycle:
     fetch: FetchBase
     refresh: Callable[[], None] | None = None
     """Reloads the weights volume before each look at the pointer (None on this machine)."""
-    speculative: Speculation = "off"
+    speculative: Speculation = VLLMSettings.speculative
     num_speculative_tokens: int = VLLMSettings.num_speculative_tokens
     prompt_lookup_min: int = VLLMSettings.prompt_lookup_min
     prompt_lookup_max: int = VLLMSettings.prompt_lookup_max
-    """The n-gram drafts' length and lookup window, with `speculative="ngram"`."""
+    speculative_max_batch: int = VLLMSettings.speculative_max_batch
+    """The n-gram drafts' length, lookup window and largest batch, with `speculative="ngram"`."""
     max_num_seqs: int = 32
     follow_interval_s: float = DEFAULT_INTERVAL_S
     engine: VLLMEngine | None = None
@@ -87,6 +88,7 @@ class VLLMLifecycle:
             num_speculative_tokens=self.num_speculative_tokens,
             prompt_lookup_min=self.prompt_lookup_min,
             prompt_lookup_max=self.prompt_lookup_max,
+            speculative_max_batch=self.speculative_max_batch,
             max_num_seqs=self.max_num_seqs,
         )
         self.engine = vllm_engine.VLLMEngine(

@@ -247,6 +247,7 @@ class WritingModel(_ModelContainer):
                 num_speculative_tokens=SETTINGS.num_speculative_tokens,
                 prompt_lookup_min=SETTINGS.prompt_lookup_min,
                 prompt_lookup_max=SETTINGS.prompt_lookup_max,
+                speculative_max_batch=SETTINGS.speculative_max_batch,
                 max_num_seqs=VLLM_MAX_NUM_SEQS,
                 follow_interval_s=FOLLOW_INTERVAL_S,
             )

@@ -14,7 +14,7 @@ put into the same words by `_explain`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 import annotated_types
 from pydantic import (
@@ -120,14 +120,17 @@ class DeploySettings(BaseSettings):
     a time per container and the baseline in a class of its own."""
     gpu: str = "H100"
     """One of `GPU_MEMORY_GB` (the GPU table in docs/operators/gpus-and-cost.md says why H100)."""
-    speculative: SpeculationChoice = "off"
-    """`ngram`: vLLM's prompt-lookup speculation (1.47x on one request on CPU, no gain at batch
-    8: to be measured on the GPU before it is turned on)."""
+    speculative: SpeculationChoice = VLLMSettings.speculative
+    """`ngram`: vLLM's prompt-lookup speculation, drafts only at small batches (the engine's
+    default, chosen by bench/speculation.py); off by default with the transformers engine,
+    which has none."""
     num_speculative_tokens: int = Field(VLLMSettings.num_speculative_tokens, ge=1, le=64)
     """With `ngram`: tokens drafted per request per step at most (`bench/speculation.py`)."""
     prompt_lookup_min: int = Field(VLLMSettings.prompt_lookup_min, ge=1, le=16)
     prompt_lookup_max: int = Field(VLLMSettings.prompt_lookup_max, ge=1, le=16)
     """With `ngram`: the shortest and longest run of recent tokens looked up in the request."""
+    speculative_max_batch: int = Field(VLLMSettings.speculative_max_batch, ge=0, le=256)
+    """With `ngram`: drafts only while at most this many requests share a step; 0: any."""
     min_containers: int = Field(1, ge=0)
     """`WritingModel` containers kept warm during the warm hours (at most max_containers)."""
     baseline_min_containers: int = Field(1, ge=0)
@@ -166,6 +169,16 @@ class DeploySettings(BaseSettings):
     warm_days: str = "mon-fri"
     warm_hours: str = "08:00-20:00"
     warm_tz: str = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _speculation_follows_the_engine(cls, data: Any) -> Any:
+        """Speculation's default is vLLM's: with the transformers fallback, unset means off."""
+        if isinstance(data, dict) and "speculative" not in data:
+            engine = data.get("engine", "vllm")
+            if isinstance(engine, str) and engine.strip().lower() != "vllm":
+                return {**data, "speculative": "off"}
+        return data
 
     @field_validator("engine", "speculative", mode="before")
     @classmethod

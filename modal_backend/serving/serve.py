@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--speculative",
         choices=("off", "ngram"),
-        default="off",
-        help="n-gram (prompt-lookup) speculative decoding (vllm)",
+        default=VLLMSettings.speculative,
+        help="n-gram (prompt-lookup) speculative decoding (vllm; default %(default)s)",
     )
     parser.add_argument(
         "--num-speculative-tokens",
@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=VLLMSettings.prompt_lookup_max,
         help="n-gram drafts: the longest run looked up (vllm; default %(default)s)",
+    )
+    parser.add_argument(
+        "--speculative-max-batch",
+        type=_at_least_zero,
+        default=VLLMSettings.speculative_max_batch,
+        help="n-gram drafts only while at most this many requests share a step, 0 at any "
+        "batch size (vllm; default %(default)s)",
     )
     parser.add_argument(
         "--max-model-len", type=int, default=4096, help="prompt plus answer tokens (vllm)"
@@ -138,6 +145,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -295,6 +309,7 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[], Engine]:
         num_speculative_tokens=args.num_speculative_tokens,
         prompt_lookup_min=args.prompt_lookup_min,
         prompt_lookup_max=args.prompt_lookup_max,
+        speculative_max_batch=args.speculative_max_batch,
     )
     folder, model_id = _model_folder(args)
     model_id = model_id or folder.name

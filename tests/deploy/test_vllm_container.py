@@ -170,6 +170,7 @@ def test_the_engine_is_started_for_sleep_mode_and_the_batch(
         WRITING_NUM_SPECULATIVE_TOKENS="7",
         WRITING_PROMPT_LOOKUP_MIN="1",
         WRITING_PROMPT_LOOKUP_MAX="3",
+        WRITING_SPECULATIVE_MAX_BATCH="2",
     )
     with container(deploy.WritingModel, volume, monkeypatch):
         pass
@@ -179,7 +180,7 @@ def test_the_engine_is_started_for_sleep_mode_and_the_batch(
     assert settings.max_num_seqs == gpu_plan.VLLM_MAX_NUM_SEQS
     assert settings.speculative == "ngram"
     assert (settings.num_speculative_tokens, settings.prompt_lookup_min) == (7, 1)
-    assert settings.prompt_lookup_max == 3
+    assert (settings.prompt_lookup_max, settings.speculative_max_batch) == (3, 2)
 
 
 def test_a_promotion_and_a_rollback_are_followed_without_a_restart(

@@ -10,12 +10,14 @@ from modal_backend.serving.engines.vllm_engine import VLLMSettings
 
 
 def test_the_draft_options_default_to_the_engines() -> None:
-    args = serve.build_parser().parse_args(["--engine", "vllm", "--speculative", "ngram"])
+    args = serve.build_parser().parse_args(["--engine", "vllm"])
+    assert args.speculative == VLLMSettings.speculative == "ngram"
     assert args.num_speculative_tokens == VLLMSettings.num_speculative_tokens
     assert (args.prompt_lookup_min, args.prompt_lookup_max) == (
         VLLMSettings.prompt_lookup_min,
         VLLMSettings.prompt_lookup_max,
     )
+    assert args.speculative_max_batch == VLLMSettings.speculative_max_batch
 
 
 def test_a_lookup_window_that_cannot_be_used_stops_the_command(

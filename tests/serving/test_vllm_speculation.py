@@ -6,6 +6,7 @@ eval set, through the fine-tuned adapter and the stock base, with speculation of
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,15 +65,23 @@ def greedy_answers(folder: Path, speculative: Speculation) -> tuple[list[str], i
         engine.close()
 
 
-def test_the_default_drafts_are_those_the_sweep_chose() -> None:
-    config = VLLMSettings(speculative="ngram").speculative_config()
-    assert config == {
+def test_drafts_stop_above_the_batch_limit() -> None:
+    settings = VLLMSettings(
+        max_num_seqs=8, speculative="ngram", num_speculative_tokens=6, speculative_max_batch=4
+    )
+    assert settings.speculative_config() == {
         "method": "ngram",
-        "num_speculative_tokens": VLLMSettings.num_speculative_tokens,
+        "num_speculative_tokens": 6,
         "prompt_lookup_min": VLLMSettings.prompt_lookup_min,
         "prompt_lookup_max": VLLMSettings.prompt_lookup_max,
+        "num_speculative_tokens_per_batch_size": [(1, 4, 6), (5, 8, 0)],
     }
-    assert VLLMSettings(speculative="off").speculative_config() is None
+    for any_batch in (0, 8):
+        config = replace(settings, speculative_max_batch=any_batch).speculative_config()
+        assert config is not None and "num_speculative_tokens_per_batch_size" not in config
+    assert replace(settings, speculative="off").speculative_config() is None
+    with pytest.raises(ValueError, match="must not exceed"):
+        VLLMSettings(prompt_lookup_min=5, prompt_lookup_max=4)
 
 
 def test_speculation_gives_the_same_greedy_text() -> None:

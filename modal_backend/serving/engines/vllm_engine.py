@@ -2,8 +2,7 @@
 
 Continuous batching (many requests share each forward pass), prefix caching (every request starts
 with the same system prompt), LoRA adapters served as model ids beside the stock base, and n-gram
-(prompt-lookup) speculation as an option: an edit copies most of its input, so drafts taken from
-the prompt are often right.
+(prompt-lookup) speculation: an edit copies most of its input, so drafts from it are often right.
 
 `AsyncLLM` binds itself to the event loop it first runs in, while our server may run in any loop
 (uvicorn's, a test's). So the engine owns one loop on a thread of its own, and each stream hands
@@ -44,11 +43,6 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 Speculation = Literal["off", "ngram"]
-NGRAM_SPECULATION: dict[str, Any] = {"method": "ngram"}
-"""vLLM's prompt-lookup proposer: each step it finds the last `prompt_lookup_min` to
-`prompt_lookup_max` tokens earlier in the request (prompt or answer so far) and drafts up to
-`num_speculative_tokens` of the tokens that followed them; one forward pass verifies the drafts
-and keeps those the model would have chosen itself (`VLLMSettings` holds the numbers)."""
 
 T = TypeVar("T")
 
@@ -62,14 +56,20 @@ class VLLMSettings:
     as many out."""
     max_num_seqs: int = 32
     """Requests batched together at most; admission also stays within the KV cache."""
-    speculative: Speculation = "off"
+    speculative: Speculation = "ngram"
+    """vLLM's prompt-lookup proposer: each step it finds the last `prompt_lookup_min` to
+    `prompt_lookup_max` tokens earlier in the request (prompt or answer so far) and drafts up to
+    `num_speculative_tokens` of the tokens that followed them; one forward pass verifies the
+    drafts and keeps those the model would have chosen itself; greedy text is unchanged. The
+    numbers below are bench/speculation.py's choice (docs/benchmarks.md, "Speculation sweep")."""
     num_speculative_tokens: int = 5
-    """n-gram drafts: tokens proposed per request per step at most."""
     prompt_lookup_min: int = 2
     prompt_lookup_max: int = 4
-    """n-gram drafts: the shortest and longest run of recent tokens looked up."""
-    speculative_max_batch: int | None = None
-    """Drafts only while at most this many requests share a step; None: at any batch size."""
+    """n-gram drafts: tokens proposed per request per step at most, and the shortest and
+    longest run of recent tokens looked up."""
+    speculative_max_batch: int = 0
+    """Drafts only while at most this many requests share a step; 0: at any batch size. vLLM's
+    per-batch schedule costs every step (CPU) and full CUDA graphs (GPU): off by default."""
     max_lora_rank: int = 16
     max_loras: int = 2
     """Adapters resident at once: the promoted one and, during a swap, the one it replaces."""
@@ -92,24 +92,24 @@ class VLLMSettings:
                 f"prompt_lookup_min ({self.prompt_lookup_min}) must not exceed "
                 f"prompt_lookup_max ({self.prompt_lookup_max})"
             )
-        if self.speculative_max_batch is not None and self.speculative_max_batch < 1:
-            raise ValueError("speculative_max_batch must be 1 or more (None: any batch)")
+        if self.speculative_max_batch < 0:
+            raise ValueError("speculative_max_batch must be 0 (any batch size) or more")
 
     def speculative_config(self) -> dict[str, Any] | None:
         """vLLM's `speculative_config` for these settings; None with speculation off."""
         if self.speculative != "ngram":
             return None
-        config = {
-            **NGRAM_SPECULATION,
+        config: dict[str, Any] = {
+            "method": "ngram",
             "num_speculative_tokens": self.num_speculative_tokens,
             "prompt_lookup_min": self.prompt_lookup_min,
             "prompt_lookup_max": self.prompt_lookup_max,
         }
         most = self.speculative_max_batch
-        if most is not None:  # drafts up to `most` requests a step, none above
+        if 0 < most < self.max_num_seqs:  # drafts while up to `most` requests share a step
             config["num_speculative_tokens_per_batch_size"] = [
                 (1, most, self.num_speculative_tokens),
-                (most + 1, max(most + 1, self.max_num_seqs), 0),
+                (most + 1, self.max_num_seqs, 0),
             ]
         return config
 
