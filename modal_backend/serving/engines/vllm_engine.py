@@ -19,7 +19,6 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -39,6 +38,7 @@ from .base import (
     PromptTooLong,
     SamplingParams,
 )
+from .vllm_cpu import prepare_cpu_environment
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class VLLMEngine:
         cpu = on_cpu()
         settings = self.settings
         if cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB for the KV cache
+            prepare_cpu_environment()
         options: dict[str, Any] = {  # vLLM types some of these as Literals of its own
             "model": str(self.model_path),
             "tokenizer": str(self.model_path),
