@@ -89,6 +89,8 @@ class Ticket:
     enqueued_at: float
     future: asyncio.Future[None]
     admitted_at: float | None = None
+    cohort: int = 1
+    """Requests admitted at the same moment as this one: their prompts are read together."""
     last_token_at: float | None = None
     generated: int = 0
     released: bool = False
@@ -110,6 +112,9 @@ class SpeedModel:
     def __init__(self) -> None:
         self.per_token: dict[int, float] = {}
         self.first_token_s: float | None = None
+        """From admission to first token for a request admitted alone. A burst admitted at once
+        reads its prompts together, and a request that joins later reads its own: counting the
+        burst's wait in full would refuse requests that would be served in time."""
         self.output_share = _PRIOR_OUTPUT_SHARE
         self.answers_seen = 0
 
@@ -124,9 +129,12 @@ class SpeedModel:
         self.first_token_s = seconds if old is None else old + _SMOOTHING * (seconds - old)
 
     def observe_output(self, completion_tokens: int, max_tokens: int) -> None:
+        """The share of `max_tokens` answers use: the mean of the first answers (the prior is
+        dropped at the first), then the running average."""
         share = min(1.0, completion_tokens / max(1, max_tokens))
-        self.output_share += _SMOOTHING * (share - self.output_share)
         self.answers_seen += 1
+        weight = max(1 / self.answers_seen, _SMOOTHING)
+        self.output_share += weight * (share - self.output_share)
 
     def refusal_share(self) -> float:
         """The output share a refusal is judged by (see `_ANSWERS_BEFORE_REFUSING`)."""
@@ -216,8 +224,8 @@ class Admission:
         """A stream produced `count` tokens: learn the engine's speed at this batch size."""
         now = self.clock()
         if ticket.last_token_at is None:
-            if ticket.admitted_at is not None:
-                self.speed.observe_first_token(now - ticket.admitted_at)
+            if ticket.admitted_at is not None:  # a cohort's shared wait, per request of it
+                self.speed.observe_first_token((now - ticket.admitted_at) / ticket.cohort)
         elif count > 0:
             self.speed.observe_step(len(self._running), (now - ticket.last_token_at) / count)
         ticket.last_token_at = now
@@ -245,13 +253,17 @@ class Admission:
         now = self._pumped_at = self.clock()
         for waiting in self._waiting:  # what recent answers taught about lengths
             waiting.expected_tokens = waiting.expected(self.speed.output_share)
+        cohort: list[Ticket] = []
         while self._waiting and self._fits(self._waiting[0], now):
             ticket = self._waiting.popleft()
             ticket.admitted_at = now
+            cohort.append(ticket)
             self._running.append(ticket)
             self._reserved += ticket.cost.kv_tokens
             if not ticket.future.done():
                 ticket.future.set_result(None)
+        for ticket in cohort:
+            ticket.cohort = len(cohort)
         share = self.speed.refusal_share()
         for ticket in list(self._waiting):
             start = self._predicted_start(ticket, share)

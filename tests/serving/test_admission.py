@@ -235,3 +235,42 @@ def test_unseen_batch_sizes_are_guessed_pessimistically_between_measurements() -
     assert speed.pessimistic(16) == pytest.approx(0.4)  # as if batching gained nothing more
     assert speed.optimistic_throughput(16) == pytest.approx(80)  # as if it scaled perfectly
     assert speed.optimistic_throughput(8) == pytest.approx(40)
+
+
+async def test_a_cohort_admitted_together_counts_its_shared_first_token_wait_once() -> None:
+    """Requests that join together read their prompts together: one that joins alone later
+    would not wait as long, and must not be refused for the cohort's wait."""
+    clock = Clock()
+    a = admission(clock)
+    first = await a.admit(GRAMMAR)
+    queued = [await pending(a) for _ in range(3)]  # no speed measured yet: they wait
+    assert not any(task.done() for task in queued)
+    clock.now += 1.0
+    a.tokens(first, 1)  # a first token 1 s after admission
+    run_steps(a, clock, [first], 0.05, 20)  # the speed at batch 1; the queue is pumped
+    await settle()
+    cohort = [task.result() for task in queued]
+    assert [ticket.cohort for ticket in cohort] == [3, 3, 3]
+    clock.now += 3.0  # their prompts, read together
+    for ticket in cohort:
+        a.tokens(ticket, 1)
+    waits = [clock.now - ticket.admitted_at for ticket in cohort]  # type: ignore[operator]
+    assert min(waits) >= 3.0
+    expected = SpeedModel()
+    for seconds in (1.0, *(wait / 3 for wait in waits)):  # the shared wait, a third each
+        expected.observe_first_token(seconds)
+    assert a.speed.first_token_s == pytest.approx(expected.first_token_s)
+    assert a.speed.first_token_s < 1.5
+
+
+def test_the_first_answers_replace_the_prior_output_share() -> None:
+    """Three short answers are what a refusal is judged by: not the prior pulled a little way
+    towards them."""
+    speed = SpeedModel()
+    for completion in (12, 18, 15):
+        speed.observe_output(completion, max_tokens=120)
+    assert speed.output_share == pytest.approx(45 / 360)
+    assert speed.refusal_share() == pytest.approx(45 / 360)
+    for _ in range(20):  # then a running average that follows a change
+        speed.observe_output(120, max_tokens=120)
+    assert speed.output_share > 0.95
