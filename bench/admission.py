@@ -4,13 +4,15 @@
 
 "Before" admits as the server did until 2026-12-06: as many requests as the KV cache holds at the
 full context (`max_model_len`), each waiting at most 10 s for a place, then a 503. "After" is
-`Admission`: each request's real size, the engine's measured speed, the clients' patience. Both
-run on the same engine, one after the other.
+`Admission`: each request's real size, the engine's measured speed, the clients' patience. In the
+burst, "queue" takes every request and lets vLLM queue what its batch cannot hold, as `vllm serve`
+does. All run on the same engine, one after the other.
 
 1. A burst, on SmolLM2-135M-Instruct + our adapter (vLLM, `max_num_seqs` 32, 4,096-token
    context): `--burst` streaming grammar requests sent at once, no client retries. Completed
-   share (target >= 95 %), refusals (503 + Retry-After), other errors, and the completed
-   requests' total latency P50/P95.
+   share (target >= 95 %) and how many of those our client would have waited for (a first byte
+   within 30 s, all within 120 s), refusals (503 + Retry-After), other errors, and the completed
+   requests' first-token and total latency P50/P95.
 2. The slow case: Qwen2.5-Coder-1.5B-Instruct in fp32 (dequantized from the stand-in's GGUF) on
    the same vLLM settings, two model ids (the stock model and, where `make finetune-qwen` left
    one under artifacts/, its tuned adapter; otherwise an alias), scored by the eval harness at
@@ -84,6 +86,8 @@ class Outcome:
     total_s: float
     done: bool
     error: str = ""
+    first_s: float | None = None
+    """Seconds to the first streamed line with content (None: none came)."""
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, request: LlamaRequest) -> Outcome:
@@ -101,8 +105,11 @@ async def one_stream(client: httpx.AsyncClient, url: str, request: LlamaRequest)
             "POST", f"{url}/v1/chat/completions", json=body, headers=headers
         ) as response:
             done = False
+            first: float | None = None
             if response.status_code == 200:
                 async for line in response.aiter_lines():
+                    if first is None and line.startswith("data: {"):
+                        first = time.perf_counter() - started
                     done = done or line.strip() == "data: [DONE]"
             else:
                 await response.aread()
@@ -112,6 +119,7 @@ async def one_stream(client: httpx.AsyncClient, url: str, request: LlamaRequest)
                 time.perf_counter() - started,
                 done,
                 response.json()["error"]["message"] if response.status_code != 200 else "",
+                first,
             )
     except httpx.HTTPError:
         return Outcome(0, None, time.perf_counter() - started, False)
@@ -135,14 +143,28 @@ def pct(values: Sequence[float], q: int) -> float:
     return statistics.quantiles(sorted(values), n=100, method="inclusive")[q - 1]
 
 
+def in_patience(outcome: Outcome) -> bool:
+    """Finished as our client would have seen it: a first byte within its read timeout and
+    the whole answer within its total timeout (`suggestions.config.Settings`' defaults)."""
+    patience = Settings()
+    return (
+        outcome.done
+        and outcome.first_s is not None
+        and outcome.first_s <= patience.read_timeout_s
+        and outcome.total_s <= patience.total_timeout_s
+    )
+
+
 def burst_line(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
     done = [o.total_s for o in outcomes if o.done]
+    firsts = [o.first_s for o in outcomes if o.done and o.first_s is not None]
     refused = [o for o in outcomes if o.status == 503]
     summary = {
         "label": label,
         "sent": len(outcomes),
         "completed": len(done),
         "completed_share": len(done) / len(outcomes),
+        "completed_within_client_patience": sum(map(in_patience, outcomes)),
         "refused_503": len(refused),
         "refused_with_retry_after": sum(1 for o in refused if o.retry_after),
         "server_errors_5xx": sum(1 for o in outcomes if o.status >= 500 and o.status != 503),
@@ -157,12 +179,16 @@ def burst_line(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         else None,
         "total_p50_s": round(pct(done, 50), 2),
         "total_p95_s": round(pct(done, 95), 2),
+        "first_token_p50_s": round(pct(firsts, 50), 2),
+        "first_token_p95_s": round(pct(firsts, 95), 2),
     }
     print(
         f"{label:<8} completed {summary['completed']}/{summary['sent']} "
-        f"({summary['completed_share']:.0%}), 503 {summary['refused_503']} "
+        f"({summary['completed_share']:.0%}; within our client's patience "
+        f"{summary['completed_within_client_patience']}), 503 {summary['refused_503']} "
         f"(Retry-After on {summary['refused_with_retry_after']}), other 5xx "
         f"{summary['server_errors_5xx']}, other failures {summary['other_failures']}; "
+        f"first token P50 {summary['first_token_p50_s']} s, P95 {summary['first_token_p95_s']} s; "
         f"total P50 {summary['total_p50_s']} s, P95 {summary['total_p95_s']} s",
         flush=True,
     )
@@ -264,9 +290,11 @@ def burst_part(count: int) -> list[dict[str, Any]]:
         with serve_in_thread(create_app(engine, api_key=KEY)) as url:
             burst(url, work[:4])  # warm-up: prefix cache, the adapter
         before, old_limits = old_rule(engine, settings)
+        unbounded = ServiceLimits(first_token_budget_s=math.inf, finish_budget_s=math.inf)
         for label, served, limits in (
             ("before", before, old_limits),
             ("after", engine, ServiceLimits()),
+            ("queue", FixedPlaces(engine, count), unbounded),  # as `vllm serve`: all queued
         ):
             with serve_in_thread(create_app(served, api_key=KEY, limits=limits)) as url:
                 lines.append(burst_line(label, burst(url, work)))
