@@ -121,9 +121,8 @@ class DeploySettings(BaseSettings):
     gpu: str = "H100"
     """One of `GPU_MEMORY_GB` (the GPU table in docs/operators/gpus-and-cost.md says why H100)."""
     speculative: SpeculationChoice = VLLMSettings.speculative
-    """`ngram`: vLLM's prompt-lookup speculation, drafts only at small batches (the engine's
-    default, chosen by bench/speculation.py); off by default with the transformers engine,
-    which has none."""
+    """`ngram`: vLLM's prompt-lookup speculation (the engine's default, off: measured on a CPU,
+    it costs at batch 8); never with the transformers engine, which has none."""
     num_speculative_tokens: int = Field(VLLMSettings.num_speculative_tokens, ge=1, le=64)
     """With `ngram`: tokens drafted per request per step at most (`bench/speculation.py`)."""
     prompt_lookup_min: int = Field(VLLMSettings.prompt_lookup_min, ge=1, le=16)

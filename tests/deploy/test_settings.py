@@ -60,7 +60,7 @@ def test_the_environment_and_a_mapping_read_the_same(monkeypatch: pytest.MonkeyP
     assert from_environment.scaledown_s == 600 and from_environment.proxy_auth is True
     assert from_environment.unsloth is False and from_environment.baseline_weights == ""
     assert from_environment.engine == "transformers"
-    assert from_environment.speculative == "off"  # vLLM's default, not the fallback's
+    assert from_environment.speculative == "off"  # the fallback has none
     # What the containers are handed reads back as what was deployed.
     assert DeploySettings.from_env(from_environment.as_env()) == from_environment
 

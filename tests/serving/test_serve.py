@@ -11,7 +11,7 @@ from modal_backend.serving.engines.vllm_engine import VLLMSettings
 
 def test_the_draft_options_default_to_the_engines() -> None:
     args = serve.build_parser().parse_args(["--engine", "vllm"])
-    assert args.speculative == VLLMSettings.speculative == "ngram"
+    assert args.speculative == VLLMSettings.speculative
     assert args.num_speculative_tokens == VLLMSettings.num_speculative_tokens
     assert (args.prompt_lookup_min, args.prompt_lookup_max) == (
         VLLMSettings.prompt_lookup_min,

@@ -56,12 +56,12 @@ class VLLMSettings:
     as many out."""
     max_num_seqs: int = 32
     """Requests batched together at most; admission also stays within the KV cache."""
-    speculative: Speculation = "ngram"
+    speculative: Speculation = "off"
     """vLLM's prompt-lookup proposer: each step it finds the last `prompt_lookup_min` to
     `prompt_lookup_max` tokens earlier in the request (prompt or answer so far) and drafts up to
     `num_speculative_tokens` of the tokens that followed them; one forward pass verifies the
-    drafts and keeps those the model would have chosen itself; greedy text is unchanged. The
-    numbers below are bench/speculation.py's choice (docs/benchmarks.md, "Speculation sweep")."""
+    drafts and keeps those the model would have chosen itself; greedy text is unchanged. Off by
+    default: it costs at batch 8 (docs/benchmarks.md, "Speculation sweep", which chose these)."""
     num_speculative_tokens: int = 5
     prompt_lookup_min: int = 2
     prompt_lookup_max: int = 4
