@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,7 +38,7 @@ from modal_backend.serving.weights import (
 )
 
 if TYPE_CHECKING:
-    from modal_backend.serving.engines.vllm_engine import Speculation, VLLMEngine
+    from modal_backend.serving.engines.vllm_engine import VLLMEngine
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,8 @@ class VLLMLifecycle:
     fetch: FetchBase
     refresh: Callable[[], None] | None = None
     """Reloads the weights volume before each look at the pointer (None on this machine)."""
-    speculative: Speculation = VLLMSettings.speculative
-    num_speculative_tokens: int = VLLMSettings.num_speculative_tokens
-    prompt_lookup_min: int = VLLMSettings.prompt_lookup_min
-    prompt_lookup_max: int = VLLMSettings.prompt_lookup_max
-    speculative_max_batch: int = VLLMSettings.speculative_max_batch
-    """The n-gram drafts' length, lookup window and largest batch, with `speculative="ngram"`."""
-    max_num_seqs: int = 32
+    settings: VLLMSettings = field(default_factory=VLLMSettings)
+    """The engine's batch and speculation; sleep mode is turned on here, for the snapshot."""
     follow_interval_s: float = DEFAULT_INTERVAL_S
     engine: VLLMEngine | None = None
     follower: PromotionFollower | None = None
@@ -82,15 +77,7 @@ class VLLMLifecycle:
         from modal_backend.serving.engines import vllm_engine
 
         plan = baseline_plan(self.root, self.base_source, fetch=self.fetch)
-        settings = VLLMSettings(
-            enable_sleep_mode=True,
-            speculative=self.speculative,
-            num_speculative_tokens=self.num_speculative_tokens,
-            prompt_lookup_min=self.prompt_lookup_min,
-            prompt_lookup_max=self.prompt_lookup_max,
-            speculative_max_batch=self.speculative_max_batch,
-            max_num_seqs=self.max_num_seqs,
-        )
+        settings = replace(self.settings, enable_sleep_mode=True)
         self.engine = vllm_engine.VLLMEngine(
             plan.model_path, model_id=self.base_model_id, version=plan.version, settings=settings
         )

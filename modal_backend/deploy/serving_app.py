@@ -243,12 +243,7 @@ class WritingModel(_ModelContainer):
                 base_source=SETTINGS.baseline_weights or None,
                 fetch=fetch_base_model,
                 refresh=refresh_weights,
-                speculative=SETTINGS.speculative,
-                num_speculative_tokens=SETTINGS.num_speculative_tokens,
-                prompt_lookup_min=SETTINGS.prompt_lookup_min,
-                prompt_lookup_max=SETTINGS.prompt_lookup_max,
-                speculative_max_batch=SETTINGS.speculative_max_batch,
-                max_num_seqs=VLLM_MAX_NUM_SEQS,
+                settings=SETTINGS.vllm_settings(max_num_seqs=VLLM_MAX_NUM_SEQS),
                 follow_interval_s=FOLLOW_INTERVAL_S,
             )
         return TransformersLifecycle(

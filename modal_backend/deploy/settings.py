@@ -14,7 +14,7 @@ put into the same words by `_explain`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Literal, Self, get_args
 
 import annotated_types
 from pydantic import (
@@ -122,7 +122,7 @@ class DeploySettings(BaseSettings):
     """One of `GPU_MEMORY_GB` (the GPU table in docs/operators/gpus-and-cost.md says why H100)."""
     speculative: SpeculationChoice = VLLMSettings.speculative
     """`ngram`: vLLM's prompt-lookup speculation (the engine's default, off: measured on a CPU,
-    it costs at batch 8); never with the transformers engine, which has none."""
+    it costs at batch 8); refused with the transformers engine, which has none."""
     num_speculative_tokens: int = Field(VLLMSettings.num_speculative_tokens, ge=1, le=64)
     """With `ngram`: tokens drafted per request per step at most (`bench/speculation.py`)."""
     prompt_lookup_min: int = Field(VLLMSettings.prompt_lookup_min, ge=1, le=16)
@@ -168,16 +168,6 @@ class DeploySettings(BaseSettings):
     warm_days: str = "mon-fri"
     warm_hours: str = "08:00-20:00"
     warm_tz: str = "UTC"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _speculation_follows_the_engine(cls, data: Any) -> Any:
-        """Speculation's default is vLLM's: with the transformers fallback, unset means off."""
-        if isinstance(data, dict) and "speculative" not in data:
-            engine = data.get("engine", "vllm")
-            if isinstance(engine, str) and engine.strip().lower() != "vllm":
-                return {**data, "speculative": "off"}
-        return data
 
     @field_validator("engine", "speculative", mode="before")
     @classmethod
@@ -253,6 +243,17 @@ class DeploySettings(BaseSettings):
             env_name(name): ("1" if value else "0") if isinstance(value, bool) else str(value)
             for name, value in self.model_dump().items()
         }
+
+    def vllm_settings(self, max_num_seqs: int) -> VLLMSettings:
+        """The engine's settings for `max_num_seqs` requests at once, with these drafts."""
+        return VLLMSettings(
+            max_num_seqs=max_num_seqs,
+            speculative=self.speculative,
+            num_speculative_tokens=self.num_speculative_tokens,
+            prompt_lookup_min=self.prompt_lookup_min,
+            prompt_lookup_max=self.prompt_lookup_max,
+            speculative_max_batch=self.speculative_max_batch,
+        )
 
     @property
     def baseline_class(self) -> str:

@@ -85,7 +85,6 @@ class Ticket:
     """One request's place: waiting, then running, with what it has produced so far."""
 
     cost: RequestCost
-    expected_tokens: float
     enqueued_at: float
     future: asyncio.Future[None]
     admitted_at: float | None = None
@@ -196,7 +195,6 @@ class Admission:
         now = self.clock()
         ticket = Ticket(
             cost,
-            expected_tokens=max(1.0, cost.max_tokens * self.speed.output_share),
             enqueued_at=now,
             future=asyncio.get_running_loop().create_future(),
         )
@@ -251,8 +249,6 @@ class Admission:
         """Admit from the head of the queue while it fits; refuse those that cannot be served
         in time."""
         now = self._pumped_at = self.clock()
-        for waiting in self._waiting:  # what recent answers taught about lengths
-            waiting.expected_tokens = waiting.expected(self.speed.output_share)
         cohort: list[Ticket] = []
         while self._waiting and self._fits(self._waiting[0], now):
             ticket = self._waiting.popleft()
@@ -297,7 +293,11 @@ class Admission:
         if per_token is None:  # no measurement yet: one request shows the engine's speed
             return False
         waited = now - ticket.enqueued_at
-        finish = waited + (self.speed.first_token_s or 0.0) + ticket.expected_tokens * per_token
+        finish = (
+            waited
+            + (self.speed.first_token_s or 0.0)
+            + ticket.expected(self.speed.output_share) * per_token
+        )
         return finish <= self.limits.finish_budget_s
 
     def _lanes(self, ticket: Ticket, share: float) -> int:

@@ -209,7 +209,8 @@ async def test_the_expected_output_follows_what_answers_really_use() -> None:
         a.finished(ticket, 30)  # a quarter of max_tokens
         a.release(ticket)
     assert a.speed.output_share == pytest.approx(0.25, abs=0.01)
-    assert (await a.admit(GRAMMAR)).expected_tokens == pytest.approx(30, abs=1)
+    ticket = await a.admit(GRAMMAR)
+    assert ticket.expected(a.speed.output_share) == pytest.approx(30, abs=1)
 
 
 async def test_no_refusal_rests_on_a_guessed_answer_length() -> None:
